@@ -1,0 +1,75 @@
+"""Typed data for batch restoration: settings, per-file events and results.
+
+The batch runner (:mod:`engine.batch`) emits these events through a callback; the CLI turns
+them into a tqdm bar and a JSON report, the desktop worker into Qt signals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from engine.api import Detection
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """How a batch is restored and where its outputs go.
+
+    ``naming``: ``"suffix"`` writes ``<stem><suffix>.<ext>`` beside the mirrored tree in ``output_dir``;
+    ``"subfolder"`` writes ``<output_dir>/<subfolder>/<mirrored tree>/<stem>.<ext>``.
+    ``format``: ``None`` keeps the input's format, else one of ``jpeg png webp tiff bmp``.
+    ``overwrite``: ``"skip"`` (skip outputs already restored with the same model and settings),
+    ``"overwrite"`` (redo everything) or ``"rename"`` (write ``name (1).ext``).
+    """
+
+    output_dir: Path
+    naming: str = "suffix"
+    suffix: str = ""
+    subfolder: str = "restored"
+    format: str | None = None
+    quality: int = 95
+    recursive: bool = False
+    overwrite: str = "skip"
+    steps: int = 1
+    tile: int | None = None
+    device: str = "auto"
+    degradations: tuple[str, ...] | None = None
+    model_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class BatchEvent:
+    """Something that happened to one file of a batch.
+
+    ``kind`` is one of ``"started" "detected" "progress" "done" "skipped" "failed" "cancelled"``.
+    ``index`` is the file's position (0-based) among ``total`` files.
+    """
+
+    kind: str
+    path: Path
+    index: int
+    total: int
+    output: Path | None = None
+    detection: Detection | None = None
+    done: int = 0  # tiles done, for "progress"
+    todo: int = 0  # tiles in all, for "progress"
+    seconds: float = 0.0
+    error: str = ""
+
+
+@dataclass
+class FileResult:
+    """One row of the JSON report."""
+
+    path: str
+    status: str  # "done" | "skipped" | "failed" | "cancelled"
+    output: str | None = None
+    degradations: list[str] = field(default_factory=list)
+    scores: dict[str, float] = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)

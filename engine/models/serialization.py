@@ -1,0 +1,127 @@
+"""Weights as untrusted input: a model file is ``NAME.safetensors`` plus ``NAME.json``.
+
+The JSON holds ``{"architecture": str, "format_version": int, "config": {...}}``; the network is
+rebuilt from its typed config dataclass and the tensors are checked against it before loading.
+Nothing is ever unpickled here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import typing
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+FORMAT_VERSION = 1
+
+
+class ModelFileError(ValueError):
+    """A model file that is missing, malformed or does not fit its architecture (one line, names the file)."""
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(module: torch.nn.Module, config, stem: str | Path, architecture: str,
+               dtype: torch.dtype | None = None) -> None:
+    """Write ``stem.safetensors`` and ``stem.json`` (atomically) for ``module`` built from ``config``."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for k, v in module.state_dict().items():
+        v = v.detach().cpu()
+        if dtype is not None and v.is_floating_point():
+            v = v.to(dtype)
+        tensors[k] = v.contiguous()
+    meta = {"architecture": architecture, "format_version": FORMAT_VERSION, "config": dataclasses.asdict(config)}
+    tmp = stem.with_name(f".{stem.name}.safetensors.tmp")
+    save_file(tensors, str(tmp), metadata={"architecture": architecture})
+    os.replace(tmp, stem.with_suffix(".safetensors"))
+    _atomic_write_bytes(stem.with_suffix(".json"), json.dumps(meta, indent=2).encode())
+
+
+def _build_dataclass(cls, data: dict, source: Path):
+    if not isinstance(data, dict):
+        raise ModelFileError(f"{source}: config must be an object")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ModelFileError(f"{source}: unknown config keys {sorted(unknown)} for {cls.__name__}")
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        hint = hints.get(f.name)
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = _build_dataclass(hint, value, source)
+        elif isinstance(value, list):
+            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        kwargs[f.name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ModelFileError(f"{source}: bad config for {cls.__name__} ({exc})") from None
+
+
+def read_config(stem: str | Path, architecture: str, cls):
+    """Read ``stem.json``, check its architecture, and return ``cls(**config)``."""
+    path = Path(stem).with_suffix(".json")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: model config not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{path}: unreadable model config ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("architecture") != architecture:
+        got = meta.get("architecture") if isinstance(meta, dict) else None
+        raise ModelFileError(f"{path}: unknown architecture {got!r}, expected {architecture!r}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(f"{path}: unsupported format_version {meta.get('format_version')!r}")
+    return _build_dataclass(cls, meta.get("config", {}), path)
+
+
+def load_weights(module: torch.nn.Module, stem: str | Path) -> None:
+    """Load ``stem.safetensors`` into ``module``, refusing missing, extra or mis-shaped tensors."""
+    path = Path(stem).with_suffix(".safetensors")
+    if not path.is_file():
+        raise ModelFileError(f"{path}: weights file not found")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ModelFileError(f"{path}: not a valid safetensors file ({str(exc).splitlines()[0]})") from None
+    check_state_dict(module, tensors, path)
+    expected = module.state_dict()
+    tensors = {k: v.to(expected[k].dtype) for k, v in tensors.items()}
+    module.load_state_dict(tensors, strict=True)
+
+
+def check_state_dict(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise ModelFileError(
+            f"{source}: weights do not fit the architecture "
+            f"(missing {len(missing)} e.g. {missing[:2]}, unexpected {len(extra)} e.g. {extra[:2]})"
+        )
+    for k, v in tensors.items():
+        if tuple(v.shape) != tuple(expected[k].shape):
+            raise ModelFileError(
+                f"{source}: tensor {k!r} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}"
+            )
