@@ -1,0 +1,280 @@
+"""Before/after comparison: a draggable split or side by side, with zoom and pan shared by both images.
+
+:class:`CompareView` paints both images through one transform held in the plain
+:class:`~desktop.state.Comparison` state, so zoom and pan stay in sync by construction.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QImage, QImageReader, QKeySequence, QPainter, QPalette, QPen
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QHBoxLayout,
+    QLabel,
+    QSizePolicy,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.state import Comparison
+
+HANDLE_GRAB_PX = 8
+WHEEL_STEP = 1.25
+
+
+def load_qimage(path: Path | None) -> QImage:
+    """Read ``path`` with EXIF orientation applied; a null image when missing or unreadable."""
+    if path is None:
+        return QImage()
+    reader = QImageReader(str(path))
+    reader.setAutoTransform(True)
+    image = reader.read()
+    return image if not image.isNull() else QImage()
+
+
+class CompareView(QWidget):
+    """Paints ``comparison.before`` and ``comparison.after``; the mouse drags the split, pans and zooms."""
+
+    imagesLoaded = Signal()
+
+    def __init__(self, comparison: Comparison, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.comparison = comparison
+        self.before = QImage()
+        self.after = QImage()
+        self._drag: str | None = None  # "split" | "pan"
+        self._last = QPointF()
+        self.setMouseTracking(True)
+        self.setMinimumSize(240, 180)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        comparison.subscribe(self._on_change)
+
+    # ------------------------------------------------------------------ state
+
+    def _on_change(self, what: str) -> None:
+        if what == "images":
+            self.before = load_qimage(self.comparison.before)
+            self.after = load_qimage(self.comparison.after)
+            self.imagesLoaded.emit()
+        self.update()
+
+    def sizeHint(self) -> QSize:
+        return QSize(640, 480)
+
+    def image_size(self) -> QSize:
+        return self.before.size() if not self.before.isNull() else self.after.size()
+
+    def panes(self) -> list[QRectF]:
+        """One pane in split mode, two (before, after) side by side."""
+        r = QRectF(self.rect())
+        if self.comparison.mode == "side":
+            half = r.width() / 2
+            return [QRectF(r.left(), r.top(), half - 1, r.height()), QRectF(r.left() + half + 1, r.top(), half - 1, r.height())]
+        return [r]
+
+    def effective_zoom(self) -> float:
+        """Screen pixels per image pixel (the fit zoom when ``comparison.zoom`` is None)."""
+        if self.comparison.zoom is not None:
+            return self.comparison.zoom
+        size = self.image_size()
+        pane = self.panes()[0]
+        if size.isEmpty() or pane.isEmpty():
+            return 1.0
+        return min(pane.width() / size.width(), pane.height() / size.height())
+
+    def effective_center(self) -> QPointF:
+        if self.comparison.center is not None:
+            return QPointF(*self.comparison.center)
+        size = self.image_size()
+        return QPointF(size.width() / 2, size.height() / 2)
+
+    def image_rect(self, pane: QRectF) -> QRectF:
+        """Where the whole image lands on screen inside ``pane``."""
+        z = self.effective_zoom()
+        c = self.effective_center()
+        size = self.image_size()
+        left = pane.center().x() - c.x() * z
+        top = pane.center().y() - c.y() * z
+        return QRectF(left, top, size.width() * z, size.height() * z)
+
+    def split_x(self) -> float:
+        """The divider's x in widget pixels (split mode)."""
+        return self.rect().width() * self.comparison.split
+
+    # ------------------------------------------------------------------ painting
+
+    def paintEvent(self, _event) -> None:
+        p = QPainter(self)
+        pal = self.palette()
+        p.fillRect(self.rect(), pal.color(QPalette.ColorRole.Base))
+        if self.before.isNull() and self.after.isNull():
+            p.setPen(pal.color(QPalette.ColorRole.PlaceholderText))
+            p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "Select a photo in the queue to compare")
+            return
+        p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, self.effective_zoom() < 2.0)
+        panes = self.panes()
+        if self.comparison.mode == "side":
+            for pane, image, label in ((panes[0], self.before, "Before"), (panes[1], self.after, "After")):
+                p.save()
+                p.setClipRect(pane)
+                self._draw_image(p, pane, image)
+                self._draw_label(p, pane, label, left=True)
+                p.restore()
+            p.fillRect(QRectF(panes[0].right(), 0, 2, self.height()), pal.color(QPalette.ColorRole.Mid))
+            return
+        pane = panes[0]
+        x = self.split_x()
+        p.save()
+        p.setClipRect(QRectF(pane.left(), pane.top(), x - pane.left(), pane.height()))
+        self._draw_image(p, pane, self.before)
+        p.restore()
+        p.save()
+        p.setClipRect(QRectF(x, pane.top(), pane.right() - x, pane.height()))
+        self._draw_image(p, pane, self.after)
+        p.restore()
+        self._draw_label(p, pane, "Before", left=True)
+        self._draw_label(p, pane, "After", left=False)
+        pen = QPen(pal.color(QPalette.ColorRole.Highlight), 2)
+        p.setPen(pen)
+        p.drawLine(QPointF(x, pane.top()), QPointF(x, pane.bottom()))
+        p.setBrush(pal.color(QPalette.ColorRole.Highlight))
+        p.drawEllipse(QPointF(x, pane.center().y()), 7, 7)
+
+    def _draw_image(self, p: QPainter, pane: QRectF, image: QImage) -> None:
+        if image.isNull():
+            p.setPen(self.palette().color(QPalette.ColorRole.PlaceholderText))
+            p.drawText(pane, Qt.AlignmentFlag.AlignCenter, "Not restored yet")
+            return
+        p.drawImage(self.image_rect(pane), image, QRectF(image.rect()))
+
+    def _draw_label(self, p: QPainter, pane: QRectF, text: str, left: bool) -> None:
+        pal = self.palette()
+        fm = p.fontMetrics()
+        w, h = fm.horizontalAdvance(text) + 12, fm.height() + 6
+        x = pane.left() + 8 if left else pane.right() - w - 8
+        box = QRectF(x, pane.top() + 8, w, h)
+        p.setPen(Qt.PenStyle.NoPen)
+        p.setBrush(pal.color(QPalette.ColorRole.ToolTipBase))
+        p.drawRoundedRect(box, 4, 4)
+        p.setPen(pal.color(QPalette.ColorRole.ToolTipText))
+        p.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
+
+    # ------------------------------------------------------------------ interaction
+
+    def _near_divider(self, pos: QPointF) -> bool:
+        return self.comparison.mode == "split" and abs(pos.x() - self.split_x()) <= HANDLE_GRAB_PX
+
+    def mousePressEvent(self, event) -> None:
+        if event.button() != Qt.MouseButton.LeftButton:
+            return
+        pos = event.position()
+        self._drag = "split" if self._near_divider(pos) else "pan"
+        self._last = pos
+        if self._drag == "pan":
+            self.setCursor(Qt.CursorShape.ClosedHandCursor)
+
+    def mouseMoveEvent(self, event) -> None:
+        pos = event.position()
+        if self._drag == "split":
+            self.comparison.set_split(pos.x() / max(1, self.width()))
+        elif self._drag == "pan":
+            self.pan_by(pos - self._last)
+            self._last = pos
+        else:
+            shape = Qt.CursorShape.SplitHCursor if self._near_divider(pos) else Qt.CursorShape.OpenHandCursor
+            self.setCursor(shape)
+
+    def mouseReleaseEvent(self, _event) -> None:
+        self._drag = None
+        self.unsetCursor()
+
+    def mouseDoubleClickEvent(self, _event) -> None:
+        self.comparison.fit()
+
+    def wheelEvent(self, event) -> None:
+        steps = event.angleDelta().y() / 120
+        if steps:
+            self.zoom_at(event.position(), WHEEL_STEP**steps)
+
+    def pan_by(self, delta: QPointF) -> None:
+        """Move the picture by ``delta`` screen pixels (both images)."""
+        z = self.effective_zoom()
+        c = self.effective_center()
+        self.comparison.set_view(z, (c.x() - delta.x() / z, c.y() - delta.y() / z))
+
+    def zoom_at(self, pos: QPointF, factor: float) -> None:
+        """Zoom by ``factor`` keeping the image point under ``pos`` fixed."""
+        pane = next((q for q in self.panes() if q.contains(pos)), self.panes()[0])
+        z = self.effective_zoom()
+        c = self.effective_center()
+        # image point under the cursor: c + (pos - pane centre) / z
+        under = QPointF(c.x() + (pos.x() - pane.center().x()) / z, c.y() + (pos.y() - pane.center().y()) / z)
+        nz = min(32.0, max(0.02, z * factor))
+        nc = (under.x() - (pos.x() - pane.center().x()) / nz, under.y() - (pos.y() - pane.center().y()) / nz)
+        self.comparison.set_view(nz, nc)
+
+    def actual_size(self) -> None:
+        """1:1: one image pixel per physical screen pixel (high-DPI aware)."""
+        c = self.effective_center()
+        self.comparison.set_view(1.0 / self.devicePixelRatioF(), (c.x(), c.y()))
+
+
+class ComparePanel(QWidget):
+    """The comparison view with its toolbar: split / side by side, fit, 1:1."""
+
+    def __init__(self, comparison: Comparison, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.comparison = comparison
+        self.view = CompareView(comparison, self)
+        self.split_button = self._tool("Split", "Before and after in one image with a draggable divider", True)
+        self.side_button = self._tool("Side by side", "Before and after next to each other", True)
+        group = QButtonGroup(self)
+        group.addButton(self.split_button)
+        group.addButton(self.side_button)
+        self.fit_button = self._tool("Fit", "Fit the photo in the view (double-click)")
+        self.fit_button.setShortcut(QKeySequence("Ctrl+0"))
+        self.one_button = self._tool("1:1", "One image pixel per screen pixel")
+        self.one_button.setShortcut(QKeySequence("Ctrl+1"))
+        self.caption = QLabel()
+        self.caption.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.split_button.clicked.connect(lambda: comparison.set_mode("split"))
+        self.side_button.clicked.connect(lambda: comparison.set_mode("side"))
+        self.fit_button.clicked.connect(comparison.fit)
+        self.one_button.clicked.connect(self.view.actual_size)
+
+        bar = QHBoxLayout()
+        bar.setContentsMargins(0, 0, 0, 0)
+        for w in (self.split_button, self.side_button, self.fit_button, self.one_button):
+            bar.addWidget(w)
+        bar.addSpacing(8)
+        bar.addWidget(self.caption, 1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(bar)
+        layout.addWidget(self.view, 1)
+        comparison.subscribe(self._on_change)
+        self._on_change("mode")
+
+    def _tool(self, text: str, tip: str, checkable: bool = False) -> QToolButton:
+        b = QToolButton(self)
+        b.setText(text)
+        b.setToolTip(tip)
+        b.setCheckable(checkable)
+        b.setAutoRaise(True)
+        return b
+
+    def _on_change(self, what: str) -> None:
+        if what in ("mode", "images"):
+            self.split_button.setChecked(self.comparison.mode == "split")
+            self.side_button.setChecked(self.comparison.mode == "side")
+        if what in ("images", "view"):
+            size = self.view.image_size()
+            zoom = self.view.effective_zoom() * self.view.devicePixelRatioF()
+            name = self.comparison.before.name if self.comparison.before else ""
+            dims = f"{size.width()}×{size.height()}" if not size.isEmpty() else ""
+            self.caption.setText(f"{name}  {dims}  {zoom:.0%}" if name else "")

@@ -1,0 +1,568 @@
+"""The main window: queue, comparison, per-photo degradation override, settings, log and progress.
+
+Widgets receive the plain state objects (:mod:`desktop.state`) and subscribe to them; the engine is
+reached only through the worker thread (:mod:`desktop.worker`).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QAction, QDesktopServices, QIcon, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QMessageBox,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QStyle,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.compare_view import ComparePanel
+from desktop.model_manager import ModelManager
+from desktop.queue_table import QueueTable, format_seconds
+from desktop.settings_panel import SettingsPanel
+from desktop.state import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    PENDING,
+    RUNNING,
+    SKIPPED,
+    Comparison,
+    JobQueue,
+    SettingsStore,
+    vocabulary,
+)
+from desktop.worker import RestorerFactory, Task, WorkerHost
+from engine.api import Detection
+from engine.resources import resources_dir
+
+MAX_DEGRADATIONS = 2  # the restorer has two degradation slots
+
+
+def icon_path(name: str) -> Path:
+    """Path of an icon shipped in ``resources/icons``."""
+    return resources_dir() / "icons" / name
+
+
+class OverridePanel(QGroupBox):
+    """Checkable degradation names for the selected photo, and *Restore again*."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Degradations of the selected photo", parent)
+        self.list = QListWidget()
+        self.list.setFlow(QListWidget.Flow.LeftToRight)
+        self.list.setWrapping(True)
+        self.list.setResizeMode(QListWidget.ResizeMode.Adjust)
+        self.list.setMaximumHeight(84)
+        for name in vocabulary():
+            item = QListWidgetItem(name)
+            item.setFlags(Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled)
+            item.setCheckState(Qt.CheckState.Unchecked)
+            self.list.addItem(item)
+        self.detected_button = QPushButton("Use &detected")
+        self.restore_button = QPushButton("&Restore again")
+        self.hint = QLabel(f"Choose up to {MAX_DEGRADATIONS}; none = restore without a degradation prior.")
+        self.hint.setWordWrap(True)
+        row = QHBoxLayout()
+        row.addWidget(self.hint, 1)
+        row.addWidget(self.detected_button)
+        row.addWidget(self.restore_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.list)
+        layout.addLayout(row)
+
+    def set_checked(self, names) -> None:
+        names = set(names or ())
+        self.list.blockSignals(True)
+        for i in range(self.list.count()):
+            item = self.list.item(i)
+            item.setCheckState(Qt.CheckState.Checked if item.text() in names else Qt.CheckState.Unchecked)
+        self.list.blockSignals(False)
+
+    def checked(self) -> tuple[str, ...]:
+        return tuple(
+            self.list.item(i).text()
+            for i in range(self.list.count())
+            if self.list.item(i).checkState() == Qt.CheckState.Checked
+        )
+
+
+class MainWindow(QMainWindow):
+    """PhotoMend's window. ``restorer_factory`` lets tests choose the model; ``devices`` the device list."""
+
+    batchFinished = Signal(object)  # list[FileResult], also after a cancel or a failure ([])
+
+    def __init__(
+        self,
+        store: SettingsStore | None = None,
+        restorer_factory: RestorerFactory | None = None,
+        devices: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.store = store or SettingsStore()
+        self.queue = JobQueue()
+        self.comparison = Comparison()
+        self.host = WorkerHost(restorer_factory, parent=self)
+        self._run_paths: list[Path] = []
+        self._run_started = 0.0
+        self._closing = False
+        if devices is None:
+            from engine.device import available_devices
+
+            devices = available_devices()
+
+        self.setWindowTitle("PhotoMend")
+        icon = icon_path("photomend.svg")
+        if icon.exists():
+            self.setWindowIcon(QIcon(str(icon)))
+        self.setAcceptDrops(True)
+
+        self.table = QueueTable(self.queue)
+        self.compare = ComparePanel(self.comparison)
+        self.override = OverridePanel()
+        self.settings_panel = SettingsPanel(self.store, devices)
+        self.log_view = QPlainTextEdit()
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(5000)
+
+        right = QWidget()
+        rv = QVBoxLayout(right)
+        rv.setContentsMargins(0, 0, 0, 0)
+        rv.addWidget(self.compare, 1)
+        rv.addWidget(self.override)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(self.table)
+        self.splitter.addWidget(right)
+        self.splitter.setStretchFactor(0, 2)
+        self.splitter.setStretchFactor(1, 3)
+        self.setCentralWidget(self.splitter)
+
+        self.settings_dock = self._dock("Settings", "settings", self.settings_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.log_dock = self._dock("Log", "log", self.log_view, Qt.DockWidgetArea.BottomDockWidgetArea)
+
+        self.overall_bar = QProgressBar()
+        self.overall_bar.setFormat("%p%")
+        self.overall_bar.setMaximumWidth(260)
+        self.photo_bar = QProgressBar()
+        self.photo_bar.setFormat("photo %p%")
+        self.photo_bar.setMaximumWidth(160)
+        self.eta_label = QLabel()
+        self.statusBar().addPermanentWidget(self.eta_label)
+        self.statusBar().addPermanentWidget(self.photo_bar)
+        self.statusBar().addPermanentWidget(self.overall_bar)
+
+        self._make_actions()
+        self._eta_timer = QTimer(self)
+        self._eta_timer.setInterval(1000)
+        self._eta_timer.timeout.connect(self._update_progress)
+
+        w = self.host.worker
+        w.event.connect(self.on_batch_event)
+        w.log.connect(self.log)
+        w.finished.connect(self._on_finished)
+        w.failed.connect(self._on_failed)
+        self.table.selectionModel().currentRowChanged.connect(lambda *_: self.show_selected())
+        self.override.list.itemChanged.connect(self._on_override_checked)
+        self.override.detected_button.clicked.connect(self._use_detected)
+        self.override.restore_button.clicked.connect(self.restore_selected_again)
+        self.settings_panel.manageModelsRequested.connect(self.open_model_manager)
+        self.queue.subscribe(self._on_queue_changed)
+
+        self.resize(1280, 800)
+        self._restore_window_state()
+        self._set_running(False)
+        self.statusBar().showMessage("Add photos with Ctrl+O, a folder with Ctrl+Shift+O, or drop them here.")
+
+    # ------------------------------------------------------------------ construction helpers
+
+    def _dock(self, title: str, name: str, widget: QWidget, area) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"{name}-dock")
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _action(self, text: str, shortcut, slot, icon=None, tip: str = "") -> QAction:
+        act = QAction(text, self)
+        if shortcut:
+            act.setShortcut(QKeySequence(shortcut))
+        if icon is not None:
+            act.setIcon(self.style().standardIcon(icon))
+        act.setToolTip(f"{tip or text.replace('&', '')} ({QKeySequence(shortcut).toString(QKeySequence.SequenceFormat.NativeText)})" if shortcut else tip or text)
+        act.triggered.connect(slot)
+        self.addAction(act)
+        return act
+
+    def _make_actions(self) -> None:
+        sp = QStyle.StandardPixmap
+        self.add_files_action = self._action("Add &files…", QKeySequence.StandardKey.Open, self.choose_files, sp.SP_FileIcon)
+        self.add_folder_action = self._action("Add f&older…", "Ctrl+Shift+O", self.choose_folder, sp.SP_DirIcon)
+        self.start_action = self._action("&Start", "Ctrl+R", self.start, sp.SP_MediaPlay, "Restore the queued photos")
+        self.cancel_action = self._action("&Cancel", "Esc", self.cancel, sp.SP_MediaStop, "Stop after the current tile")
+        self.again_action = self._action("Restore selected &again", "Ctrl+Shift+R", self.restore_selected_again, sp.SP_BrowserReload)
+        self.remove_action = self._action("&Remove from queue", QKeySequence.StandardKey.Delete, self.remove_selected, sp.SP_TrashIcon)
+        self.clear_action = self._action("C&lear queue", "Ctrl+Shift+Del", self.clear_queue, sp.SP_DialogResetButton)
+        self.open_output_action = self._action("&Open output folder", "Ctrl+Shift+E", self.open_output_folder, sp.SP_DirOpenIcon)
+        self.models_action = self._action("&Models…", "Ctrl+M", self.open_model_manager, sp.SP_FileDialogDetailedView)
+        self.quit_action = self._action("&Quit", QKeySequence.StandardKey.Quit, self.close)
+        self.toggle_mode_action = self._action("Split / side by side", "Ctrl+T", self._toggle_mode)
+        self.fit_action = self._action("&Fit", "Ctrl+0", self.comparison.fit)
+        self.one_action = self._action("&1:1", "Ctrl+1", self.compare.view.actual_size)
+        self.compare.fit_button.setShortcut(QKeySequence())  # the actions own these shortcuts
+        self.compare.one_button.setShortcut(QKeySequence())
+
+        bar = self.addToolBar("Main")
+        bar.setObjectName("main-toolbar")
+        bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        for act in (self.add_files_action, self.add_folder_action, None, self.start_action, self.cancel_action,
+                    self.again_action, None, self.open_output_action, self.models_action):
+            bar.addSeparator() if act is None else bar.addAction(act)
+
+        menus = self.menuBar()
+        file_menu = menus.addMenu("&File")
+        for act in (self.add_files_action, self.add_folder_action, None, self.open_output_action, None, self.quit_action):
+            file_menu.addSeparator() if act is None else file_menu.addAction(act)
+        batch_menu = menus.addMenu("&Batch")
+        for act in (self.start_action, self.cancel_action, self.again_action, None, self.remove_action, self.clear_action):
+            batch_menu.addSeparator() if act is None else batch_menu.addAction(act)
+        view_menu = menus.addMenu("&View")
+        for act in (self.toggle_mode_action, self.fit_action, self.one_action):
+            view_menu.addAction(act)
+        view_menu.addSeparator()
+        view_menu.addAction(self.settings_dock.toggleViewAction())
+        view_menu.addAction(self.log_dock.toggleViewAction())
+        menus.addMenu("&Models").addAction(self.models_action)
+        help_menu = menus.addMenu("&Help")
+        help_menu.addAction(self._action("&Keyboard shortcuts", "F1", self.show_shortcuts))
+
+    # ------------------------------------------------------------------ adding photos
+
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dragMoveEvent(self, event) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        paths = [Path(u.toLocalFile()) for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            self.add_paths(paths)
+
+    def add_paths(self, paths: list[Path]) -> int:
+        """Queue image files and the images inside folders (drag and drop, dialogs, command line)."""
+        from engine.batch import collect_inputs
+
+        s = self.store.settings
+        exclude = Path(s.output_dir) if s.output_dir else None
+        found: list[tuple[Path, Path]] = []
+        for p in paths:
+            try:
+                found += collect_inputs([Path(p)], s.recursive, exclude)
+            except (OSError, ValueError) as exc:
+                self.log(f"Cannot add {p}: {exc}")
+        added = self.queue.add(found)
+        self.log(f"Added {added} photo(s)" + (f" ({len(found) - added} already queued)" if len(found) > added else ""))
+        if added and self.table.currentIndex().row() < 0:
+            self.table.selectRow(0)
+        return added
+
+    def choose_files(self) -> None:
+        from engine.imageio import IMAGE_SUFFIXES
+
+        pattern = " ".join(f"*{s}" for s in IMAGE_SUFFIXES)
+        files, _ = QFileDialog.getOpenFileNames(self, "Add photos", "", f"Images ({pattern});;All files (*)")
+        if files:
+            self.add_paths([Path(f) for f in files])
+
+    def choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a folder of photos")
+        if folder:
+            self.add_paths([Path(folder)])
+
+    def remove_selected(self) -> None:
+        if not self.host.busy:
+            self.queue.remove(self.table.selected_rows())
+
+    def clear_queue(self) -> None:
+        if not self.host.busy:
+            self.queue.clear()
+            self.comparison.set_images(None, None)
+
+    # ------------------------------------------------------------------ running
+
+    @property
+    def running(self) -> bool:
+        return self.host.busy
+
+    def _ensure_output_dir(self) -> bool:
+        if self.store.settings.output_dir:
+            return True
+        self.settings_panel.choose_output_dir()
+        return bool(self.store.settings.output_dir)
+
+    def start(self) -> bool:
+        """Restore every queued photo not yet done (all of them when every one is done)."""
+        if self.host.busy or not len(self.queue):
+            return False
+        jobs = self.queue.unfinished() or list(self.queue.jobs)
+        return self._run(jobs)
+
+    def restore_selected_again(self) -> bool:
+        """Restore the selected photos again with their chosen degradations, replacing earlier outputs."""
+        if self.host.busy:
+            return False
+        jobs = [self.queue.jobs[r] for r in self.table.selected_rows()]
+        if not jobs and self.table.current_job() is not None:
+            jobs = [self.table.current_job()]
+        return self._run(jobs, overwrite="overwrite") if jobs else False
+
+    def _run(self, jobs, overwrite: str | None = None) -> bool:
+        if not self._ensure_output_dir():
+            self.log("Choose an output folder first.")
+            return False
+        s = self.store.settings
+        groups: dict[tuple[str, ...] | None, list] = {}
+        for job in jobs:
+            groups.setdefault(job.override, []).append(job)
+        extra = {"overwrite": overwrite} if overwrite else {}
+        tasks = [
+            Task(tuple((j.path, j.root) for j in group), s.batch_settings(override, **extra))
+            for override, group in groups.items()
+        ]
+        self._run_paths = [j.path for j in jobs]
+        self.queue.reset_status(self._run_paths)
+        self._run_started = time.monotonic()
+        self.log(f"Restoring {len(jobs)} photo(s) with preset {s.preset} ({s.steps} step(s)) on {s.device}.")
+        self.host.start(tasks)
+        self._set_running(True)
+        return True
+
+    def cancel(self) -> None:
+        if self.host.busy:
+            self.host.cancel()
+            self.log("Cancelling…")
+            self.statusBar().showMessage("Cancelling after the current tile…")
+
+    def _set_running(self, running: bool) -> None:
+        self.start_action.setEnabled(not running)
+        self.again_action.setEnabled(not running)
+        self.override.restore_button.setEnabled(not running)
+        self.remove_action.setEnabled(not running)
+        self.clear_action.setEnabled(not running)
+        self.add_files_action.setEnabled(True)
+        self.cancel_action.setEnabled(running)
+        self.settings_panel.set_running(running)
+        if running:
+            self._eta_timer.start()
+        else:
+            self._eta_timer.stop()
+        self._update_progress()
+
+    def on_batch_event(self, ev) -> None:
+        """Apply one :class:`engine.jobs.BatchEvent` from the worker to the queue."""
+        k = ev.kind
+        if k == "started":
+            self.queue.update(ev.path, status=RUNNING, tiles_done=0, tiles_todo=0, error="")
+        elif k == "detected":
+            self.queue.update(ev.path, detection=ev.detection)
+        elif k == "progress":
+            self.queue.update(ev.path, status=RUNNING, tiles_done=ev.done, tiles_todo=ev.todo)
+        elif k in ("done", "skipped"):
+            changes = {"status": DONE if k == "done" else SKIPPED, "output": ev.output, "seconds": ev.seconds}
+            if ev.detection is not None:
+                changes["detection"] = ev.detection
+            self.queue.update(ev.path, **changes)
+            self.log(f"{'Restored' if k == 'done' else 'Skipped'} {ev.path.name}"
+                     + (f" in {ev.seconds:.1f} s" if k == "done" else " (already restored)") + f" → {ev.output}")
+        elif k == "failed":
+            self.queue.update(ev.path, status=FAILED, error=ev.error, seconds=ev.seconds)
+            self.log(f"Failed: {ev.error}")
+        elif k == "cancelled":
+            self.queue.update(ev.path, status=CANCELLED)
+        self._update_progress()
+
+    def _on_finished(self, results) -> None:
+        for r in results:  # skipped files carry their earlier detection only in the result
+            job = self.queue.job(Path(r.path))
+            if job is not None and job.detection is None and (r.degradations or r.scores):
+                self.queue.update(job.path, detection=Detection(tuple(r.degradations), dict(r.scores)))
+        for p in self._run_paths:
+            job = self.queue.job(p)
+            if job is not None and job.status in (PENDING, RUNNING):
+                self.queue.update(p, status=CANCELLED)
+        counts: dict[str, int] = {}
+        for p in self._run_paths:
+            job = self.queue.job(p)
+            if job is not None:
+                counts[job.status] = counts.get(job.status, 0) + 1
+        summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+        elapsed = time.monotonic() - self._run_started
+        self.log(f"Batch finished in {format_seconds(elapsed) or '0 s'}: {summary}.")
+        self.statusBar().showMessage(f"Finished: {summary}.")
+        self._end_run(results)
+
+    def _on_failed(self, message: str) -> None:
+        for p in self._run_paths:
+            job = self.queue.job(p)
+            if job is not None and job.status in (PENDING, RUNNING):
+                self.queue.update(p, status=FAILED, error=message)
+        self.log(f"Batch stopped: {message}")
+        self.statusBar().showMessage(f"Batch stopped: {message}")
+        self._end_run([])
+
+    def _end_run(self, results) -> None:
+        self._set_running(False)
+        self.show_selected()
+        self.batchFinished.emit(results)
+
+    def _update_progress(self) -> None:
+        jobs = [j for j in (self.queue.job(p) for p in self._run_paths) if j is not None]
+        if not self.host.busy:
+            finished = bool(jobs)
+            self.overall_bar.setValue(100 if finished else 0)
+            self.photo_bar.setValue(100 if finished else 0)
+            self.eta_label.setText("")
+            return
+        fraction = self.queue.overall_fraction(jobs)
+        self.overall_bar.setValue(int(fraction * 100))
+        current = next((j for j in jobs if j.status == RUNNING), None)
+        self.photo_bar.setValue(int(current.fraction * 100) if current else 0)
+        elapsed = time.monotonic() - self._run_started
+        done = sum(1 for j in jobs if j.status in (DONE, SKIPPED, FAILED, CANCELLED))
+        text = f"{done}/{len(jobs)} photos"
+        if fraction > 0.01:
+            text += f" · about {format_seconds(elapsed * (1 - fraction) / fraction) or '0 s'} left"
+        if current is not None:
+            self.statusBar().showMessage(f"Restoring {current.path.name}…")
+        self.eta_label.setText(text)
+
+    # ------------------------------------------------------------------ selection, comparison, override
+
+    def _on_queue_changed(self, kind: str, index: int) -> None:
+        current = self.table.currentIndex().row()
+        if kind == "changed" and index == current:
+            job = self.queue.jobs[index]
+            if job.status in (DONE, SKIPPED) and job.output is not None and self.comparison.after != job.output:
+                self.show_selected()
+            elif job.override is None:
+                self._show_override(job)
+
+    def show_selected(self) -> None:
+        """Show the current row's before/after and its degradations."""
+        job = self.table.current_job()
+        if job is None:
+            return
+        after = job.output if job.output is not None and Path(job.output).exists() else None
+        if self.comparison.before != job.path or self.comparison.after != after:
+            self.comparison.set_images(job.path, after)
+        self._show_override(job)
+
+    def _show_override(self, job) -> None:
+        if job.override is not None:
+            names = job.override
+        else:
+            names = job.detection.degradations if job.detection is not None else ()
+        self.override.set_checked(names)
+
+    def _on_override_checked(self, item: QListWidgetItem) -> None:
+        job = self.table.current_job()
+        if job is None:
+            return
+        names = self.override.checked()
+        if len(names) > MAX_DEGRADATIONS:
+            self.override.list.blockSignals(True)
+            item.setCheckState(Qt.CheckState.Unchecked)
+            self.override.list.blockSignals(False)
+            self.statusBar().showMessage(f"At most {MAX_DEGRADATIONS} degradations per photo.")
+            names = self.override.checked()
+        for row in self.table.selected_rows() or [self.queue.index_of(job.path)]:
+            self.queue.set_override(self.queue.jobs[row].path, names)
+
+    def _use_detected(self) -> None:
+        for row in self.table.selected_rows():
+            self.queue.set_override(self.queue.jobs[row].path, None)
+        job = self.table.current_job()
+        if job is not None:
+            self.queue.set_override(job.path, None)
+            self._show_override(job)
+
+    def _toggle_mode(self) -> None:
+        self.comparison.set_mode("side" if self.comparison.mode == "split" else "split")
+
+    # ------------------------------------------------------------------ misc actions
+
+    def log(self, message: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        self.log_view.appendPlainText(f"{stamp}  {message}")
+
+    def open_output_folder(self) -> None:
+        folder = self.store.settings.output_dir
+        if not folder:
+            self.statusBar().showMessage("No output folder chosen yet.")
+            return
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        QDesktopServices.openUrl(QUrl.fromLocalFile(folder))
+
+    def open_model_manager(self) -> None:
+        ModelManager(self.store, self).exec()
+
+    def show_shortcuts(self) -> None:
+        lines = [
+            f"{a.text().replace('&', '').rstrip('…')}: {a.shortcut().toString(QKeySequence.SequenceFormat.NativeText)}"
+            for a in self.actions()
+            if not a.shortcut().isEmpty()
+        ]
+        QMessageBox.information(self, "Keyboard shortcuts", "\n".join(lines))
+
+    # ------------------------------------------------------------------ persistence
+
+    def qsettings(self) -> QSettings:
+        """Window geometry and layout only (everything else is in the platformdirs JSON)."""
+        return QSettings(str(self.store.folder / "window.ini"), QSettings.Format.IniFormat)
+
+    def _restore_window_state(self) -> None:
+        qs = self.qsettings()
+        geometry = qs.value("geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        state = qs.value("state")
+        if state is not None:
+            self.restoreState(state)
+        split = qs.value("splitter")
+        if split is not None:
+            self.splitter.restoreState(split)
+        mode = qs.value("compare_mode")
+        if mode in ("split", "side"):
+            self.comparison.set_mode(mode)
+
+    def save_window_state(self) -> None:
+        self.store.folder.mkdir(parents=True, exist_ok=True)
+        qs = self.qsettings()
+        qs.setValue("geometry", self.saveGeometry())
+        qs.setValue("state", self.saveState())
+        qs.setValue("splitter", self.splitter.saveState())
+        qs.setValue("compare_mode", self.comparison.mode)
+        qs.sync()
+
+    def closeEvent(self, event) -> None:
+        self.save_window_state()
+        self.host.shutdown()
+        self.table.queue_model.thumbs.wait(2000)
+        super().closeEvent(event)

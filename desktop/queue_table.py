@@ -1,0 +1,192 @@
+"""The queue table: thumbnail, file name, status, detected degradations, time taken and error.
+
+:class:`QueueModel` adapts the plain :class:`~desktop.state.JobQueue` to Qt's model/view; thumbnails
+are decoded off the GUI thread by a small QThreadPool so a folder of large photos never freezes it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QObject,
+    QRunnable,
+    QSize,
+    Qt,
+    QThreadPool,
+    Signal,
+)
+from PySide6.QtGui import QImage, QImageReader, QPixmap
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView, QWidget
+
+from desktop.state import FAILED, RUNNING, Job, JobQueue
+
+THUMB = 48
+COLUMNS = ("", "File", "Status", "Degradations", "Time", "Error")
+COL_THUMB, COL_FILE, COL_STATUS, COL_DEGRADATIONS, COL_TIME, COL_ERROR = range(len(COLUMNS))
+
+
+class _ThumbSignals(QObject):
+    ready = Signal(object, QImage)
+
+
+class _ThumbTask(QRunnable):
+    def __init__(self, path: Path, signals: _ThumbSignals, size: int) -> None:
+        super().__init__()
+        self.path, self.signals, self.size = path, signals, size
+
+    def run(self) -> None:
+        reader = QImageReader(str(self.path))
+        reader.setAutoTransform(True)
+        s = reader.size()
+        if s.isValid() and not s.isEmpty():
+            reader.setScaledSize(s.scaled(self.size, self.size, Qt.AspectRatioMode.KeepAspectRatio))
+        image = reader.read()
+        self.signals.ready.emit(self.path, image)
+
+
+class ThumbnailCache(QObject):
+    """Decodes thumbnails in a thread pool; ``changed(path)`` fires when one is ready."""
+
+    changed = Signal(object)
+
+    def __init__(self, size: int = THUMB, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.size = size
+        self._pixmaps: dict[Path, QPixmap] = {}
+        self._asked: set[Path] = set()
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(1)  # leave the cores to the restorer
+        self._signals = _ThumbSignals()
+        self._signals.ready.connect(self._on_ready)
+
+    def get(self, path: Path) -> QPixmap | None:
+        pm = self._pixmaps.get(path)
+        if pm is None and path not in self._asked:
+            self._asked.add(path)
+            self._pool.start(_ThumbTask(path, self._signals, self.size))
+        return pm
+
+    def _on_ready(self, path: Path, image: QImage) -> None:
+        if not image.isNull():
+            self._pixmaps[path] = QPixmap.fromImage(image)
+            self.changed.emit(path)
+
+    def wait(self, ms: int = 5000) -> bool:
+        return self._pool.waitForDone(ms)
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds <= 0:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}:{s:02d}"
+
+
+class QueueModel(QAbstractTableModel):
+    """Read-only table model over a :class:`JobQueue` (subscribes to it)."""
+
+    def __init__(self, queue: JobQueue, thumbs: ThumbnailCache | None = None, parent: QObject | None = None):
+        super().__init__(parent)
+        self.queue = queue
+        self.thumbs = thumbs or ThumbnailCache(parent=self)
+        self.thumbs.changed.connect(self._on_thumb)
+        queue.subscribe(self._on_queue)
+
+    def _on_queue(self, kind: str, index: int) -> None:
+        if kind == "reset" or index < 0:
+            self.beginResetModel()
+            self.endResetModel()
+        else:
+            self.dataChanged.emit(self.index(index, 0), self.index(index, len(COLUMNS) - 1))
+
+    def _on_thumb(self, path: Path) -> None:
+        i = self.queue.index_of(path)
+        if i >= 0:
+            self.dataChanged.emit(self.index(i, COL_THUMB), self.index(i, COL_THUMB))
+
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008 (Qt's signature)
+        return 0 if parent.isValid() else len(self.queue)
+
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section: int, orientation, role=Qt.ItemDataRole.DisplayRole):
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section]
+        return None
+
+    def job_at(self, row: int) -> Job:
+        return self.queue.jobs[row]
+
+    def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid() or index.row() >= len(self.queue):
+            return None
+        job = self.queue.jobs[index.row()]
+        col = index.column()
+        if role == Qt.ItemDataRole.DecorationRole and col == COL_THUMB:
+            return self.thumbs.get(job.path)
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self.display_text(job, col)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            if col == COL_FILE:
+                return str(job.path) + (f"\n→ {job.output}" if job.output else "")
+            if col == COL_ERROR:
+                return job.error or None
+            if col == COL_DEGRADATIONS and job.detection is not None:
+                scores = sorted(job.detection.scores.items(), key=lambda kv: -kv[1])
+                return "\n".join(f"{k}: {v:.1%}" for k, v in scores[:6]) or None
+        if role == Qt.ItemDataRole.UserRole:
+            return str(job.path)
+        return None
+
+    @staticmethod
+    def display_text(job: Job, col: int) -> str:
+        if col == COL_FILE:
+            return job.path.name
+        if col == COL_STATUS:
+            if job.status == RUNNING and job.tiles_todo:
+                return f"running {job.fraction:.0%}"
+            return job.status
+        if col == COL_DEGRADATIONS:
+            return job.degradations_text()
+        if col == COL_TIME:
+            return format_seconds(job.seconds)
+        if col == COL_ERROR:
+            return job.error if job.status == FAILED or job.error else ""
+        return ""
+
+
+class QueueTable(QTableView):
+    """The queue as a table with thumbnails; selection drives the comparison view."""
+
+    def __init__(self, queue: JobQueue, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.queue_model = QueueModel(queue, parent=self)
+        self.setModel(self.queue_model)
+        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.setIconSize(QSize(THUMB, THUMB))
+        self.verticalHeader().setVisible(False)
+        self.verticalHeader().setDefaultSectionSize(THUMB + 6)
+        self.setAlternatingRowColors(True)
+        self.setWordWrap(False)
+        h = self.horizontalHeader()
+        h.setSectionResizeMode(COL_THUMB, QHeaderView.ResizeMode.Fixed)
+        self.setColumnWidth(COL_THUMB, THUMB + 8)
+        for col, width in ((COL_FILE, 180), (COL_STATUS, 90), (COL_DEGRADATIONS, 220), (COL_TIME, 60)):
+            self.setColumnWidth(col, width)
+        h.setStretchLastSection(True)
+
+    def selected_rows(self) -> list[int]:
+        return sorted({i.row() for i in self.selectionModel().selectedRows()})
+
+    def current_job(self) -> Job | None:
+        idx = self.currentIndex()
+        if not idx.isValid() or idx.row() >= len(self.queue_model.queue):
+            return None
+        return self.queue_model.job_at(idx.row())

@@ -1,0 +1,174 @@
+"""The settings form: output folder and naming, format, device, quality preset, tiles, scan and overwrite.
+
+Every edit goes straight into the :class:`~desktop.state.SettingsStore` (which saves it); the form
+subscribes back so a change made elsewhere (the model manager) shows here too.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QWidget,
+)
+
+from desktop.state import FORMATS, OVERWRITE_POLICIES, PRESETS, Settings, SettingsStore
+
+PRESET_TIPS = {name: f"{steps} SDE step{'s' if steps > 1 else ''}" for name, steps in PRESETS.items()}
+OVERWRITE_LABELS = {
+    "skip": "Skip photos already restored",
+    "overwrite": "Overwrite existing outputs",
+    "rename": "Keep both (rename new)",
+}
+
+
+class SettingsPanel(QWidget):
+    """Edits a :class:`SettingsStore`. ``devices`` are the names offered (``auto``, ``cpu``, ``cuda:0``...)."""
+
+    manageModelsRequested = Signal()
+
+    def __init__(self, store: SettingsStore, devices: list[str], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.store = store
+        self._updating = False
+
+        self.output_edit = QLineEdit()
+        self.output_edit.setPlaceholderText("Choose where restored photos go")
+        self.output_button = QPushButton("Browse…")
+        self.output_button.clicked.connect(self.choose_output_dir)
+        out_row = QHBoxLayout()
+        out_row.addWidget(self.output_edit, 1)
+        out_row.addWidget(self.output_button)
+
+        self.naming_combo = QComboBox()
+        self.naming_combo.addItem("Add a suffix to the name", "suffix")
+        self.naming_combo.addItem("Put in a subfolder", "subfolder")
+        self.suffix_edit = QLineEdit()
+        self.subfolder_edit = QLineEdit()
+        naming_row = QHBoxLayout()
+        naming_row.addWidget(self.naming_combo)
+        naming_row.addWidget(self.suffix_edit)
+        naming_row.addWidget(self.subfolder_edit)
+
+        self.format_combo = QComboBox()
+        for fmt in FORMATS:
+            self.format_combo.addItem("Same as input" if fmt == "same" else fmt.upper(), fmt)
+        self.quality_spin = QSpinBox()
+        self.quality_spin.setRange(1, 100)
+        self.quality_spin.setPrefix("quality ")
+        fmt_row = QHBoxLayout()
+        fmt_row.addWidget(self.format_combo)
+        fmt_row.addWidget(self.quality_spin)
+
+        self.device_combo = QComboBox()
+        for name in devices:
+            label = {"auto": "Automatic", "cpu": "CPU"}.get(name, name.upper() if name == "mps" else name)
+            self.device_combo.addItem(label, name)
+
+        self.preset_combo = QComboBox()
+        for name in PRESETS:
+            self.preset_combo.addItem(f"{name} ({PRESET_TIPS[name]})", name)
+
+        self.tile_spin = QSpinBox()
+        self.tile_spin.setRange(0, 4096)
+        self.tile_spin.setSingleStep(64)
+        self.tile_spin.setSpecialValueText("Automatic")
+        self.tile_spin.setSuffix(" px")
+
+        self.recursive_check = QCheckBox("Include subfolders")
+        self.overwrite_combo = QComboBox()
+        for policy in OVERWRITE_POLICIES:
+            self.overwrite_combo.addItem(OVERWRITE_LABELS[policy], policy)
+
+        self.model_label = QLineEdit()
+        self.model_label.setReadOnly(True)
+        self.model_button = QPushButton("Models…")
+        self.model_button.clicked.connect(self.manageModelsRequested)
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model_label, 1)
+        model_row.addWidget(self.model_button)
+
+        form = QFormLayout(self)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.addRow("&Output folder", out_row)
+        form.addRow("&Naming", naming_row)
+        form.addRow("&Format", fmt_row)
+        form.addRow("&Device", self.device_combo)
+        form.addRow("&Quality", self.preset_combo)
+        form.addRow("&Tile size", self.tile_spin)
+        form.addRow("&Scan", self.recursive_check)
+        form.addRow("&Existing", self.overwrite_combo)
+        form.addRow("&Model", model_row)
+
+        self.show_settings(store.settings)
+        self.output_edit.editingFinished.connect(lambda: self._set(output_dir=self.output_edit.text().strip()))
+        self.naming_combo.currentIndexChanged.connect(lambda: self._set(naming=self.naming_combo.currentData()))
+        self.suffix_edit.editingFinished.connect(lambda: self._set(suffix=self.suffix_edit.text()))
+        self.subfolder_edit.editingFinished.connect(
+            lambda: self._set(subfolder=self.subfolder_edit.text().strip() or "restored")
+        )
+        self.format_combo.currentIndexChanged.connect(lambda: self._set(format=self.format_combo.currentData()))
+        self.quality_spin.valueChanged.connect(lambda v: self._set(quality=int(v)))
+        self.device_combo.currentIndexChanged.connect(lambda: self._set(device=self.device_combo.currentData()))
+        self.preset_combo.currentIndexChanged.connect(lambda: self._set(preset=self.preset_combo.currentData()))
+        self.tile_spin.valueChanged.connect(lambda v: self._set(tile=int(v)))
+        self.recursive_check.toggled.connect(lambda v: self._set(recursive=bool(v)))
+        self.overwrite_combo.currentIndexChanged.connect(
+            lambda: self._set(overwrite=self.overwrite_combo.currentData())
+        )
+        store.subscribe(self.show_settings)
+
+    def _set(self, **changes) -> None:
+        if not self._updating:
+            self.store.set(**changes)
+
+    @staticmethod
+    def _select(combo: QComboBox, value) -> None:
+        i = combo.findData(value)
+        combo.setCurrentIndex(i if i >= 0 else 0)
+
+    def show_settings(self, s: Settings) -> None:
+        """Put ``s`` into the widgets without writing back."""
+        self._updating = True
+        try:
+            if self.output_edit.text() != s.output_dir:
+                self.output_edit.setText(s.output_dir)
+            self._select(self.naming_combo, s.naming)
+            self.suffix_edit.setText(s.suffix)
+            self.subfolder_edit.setText(s.subfolder)
+            self.suffix_edit.setVisible(s.naming == "suffix")
+            self.subfolder_edit.setVisible(s.naming == "subfolder")
+            self._select(self.format_combo, s.format)
+            self.quality_spin.setValue(s.quality)
+            self.quality_spin.setEnabled(s.format in ("same", "jpeg", "webp"))
+            self._select(self.device_combo, s.device)
+            self._select(self.preset_combo, s.preset)
+            self.tile_spin.setValue(s.tile)
+            self.recursive_check.setChecked(s.recursive)
+            self._select(self.overwrite_combo, s.overwrite)
+            self.model_label.setText(s.model_dir or "Bundled model")
+            self.model_label.setCursorPosition(0)
+        finally:
+            self._updating = False
+
+    def choose_output_dir(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Output folder", self.store.settings.output_dir)
+        if folder:
+            self.output_edit.setText(folder)
+            self._set(output_dir=folder)
+
+    def set_running(self, running: bool) -> None:
+        """Settings are read when a batch starts; lock them while it runs."""
+        for w in self.findChildren(QWidget):
+            if w.parent() is self:
+                w.setEnabled(not running)
+        if not running:
+            self.show_settings(self.store.settings)
+

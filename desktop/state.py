@@ -1,0 +1,338 @@
+"""Plain-Python state of the desktop app: the job queue, the settings and the current comparison.
+
+No Qt here. Each state object keeps a list of callbacks and calls them after a change, so widgets
+receive the state in their constructor and only subscribe (the view never owns the data).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from engine.api import Detection
+from engine.jobs import BatchSettings
+from engine.vocab import DEGRADATIONS
+
+APP_NAME = "PhotoMend"
+CONFIG_ENV = "PHOTOMEND_CONFIG_DIR"  # overrides platformdirs (tests, portable installs)
+
+PRESETS: dict[str, int] = {"Fast": 1, "Balanced": 4, "Best": 20}
+FORMATS: tuple[str, ...] = ("same", "jpeg", "png", "webp", "tiff", "bmp")
+NAMINGS: tuple[str, ...] = ("suffix", "subfolder")
+OVERWRITE_POLICIES: tuple[str, ...] = ("skip", "overwrite", "rename")
+
+
+class Observable:
+    """Keeps callbacks and calls each of them with ``(*args)`` on :meth:`_emit`."""
+
+    def __init__(self) -> None:
+        self._callbacks: list[Callable[..., None]] = []
+
+    def subscribe(self, callback: Callable[..., None]) -> None:
+        self._callbacks.append(callback)
+
+    def unsubscribe(self, callback: Callable[..., None]) -> None:
+        if callback in self._callbacks:
+            self._callbacks.remove(callback)
+
+    def _emit(self, *args) -> None:
+        for cb in list(self._callbacks):
+            cb(*args)
+
+
+# --------------------------------------------------------------------------------------- the job queue
+
+PENDING, RUNNING, DONE, SKIPPED, FAILED, CANCELLED = "pending", "running", "done", "skipped", "failed", "cancelled"
+FINISHED_STATES = (DONE, SKIPPED, FAILED, CANCELLED)
+
+
+@dataclass
+class Job:
+    """One photo in the queue. ``root`` is the folder it was found in (the output mirrors the tree below)."""
+
+    path: Path
+    root: Path
+    status: str = PENDING
+    detection: Detection | None = None
+    override: tuple[str, ...] | None = None  # user-chosen degradations; None = use detection
+    output: Path | None = None
+    seconds: float = 0.0
+    error: str = ""
+    tiles_done: int = 0
+    tiles_todo: int = 0
+
+    @property
+    def fraction(self) -> float:
+        """Progress of this photo in [0, 1]."""
+        if self.status in FINISHED_STATES:
+            return 1.0
+        if self.status == RUNNING and self.tiles_todo:
+            return min(1.0, self.tiles_done / self.tiles_todo)
+        return 0.0
+
+    def degradations_text(self) -> str:
+        """``"noisy 92%, hazy 71%"`` (override shown as ``"noisy, hazy (chosen)"``)."""
+        if self.override is not None:
+            return (", ".join(self.override) or "none") + " (chosen)"
+        if self.detection is None:
+            return ""
+        if not self.detection.degradations:
+            return "none"
+        parts = []
+        for name in self.detection.degradations:
+            score = self.detection.scores.get(name)
+            parts.append(f"{name} {score:.0%}" if score is not None else name)
+        return ", ".join(parts)
+
+
+class JobQueue(Observable):
+    """Ordered photos keyed by path. Callbacks get ``(kind, index)``: ``"reset"`` (index -1) or ``"changed"``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.jobs: list[Job] = []
+        self._index: dict[Path, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def add(self, pairs: Iterable[tuple[Path, Path]]) -> int:
+        """Append ``(file, root)`` pairs not yet queued; return how many were added."""
+        added = 0
+        for path, root in pairs:
+            path = Path(path)
+            if path in self._index:
+                continue
+            self._index[path] = len(self.jobs)
+            self.jobs.append(Job(path=path, root=Path(root)))
+            added += 1
+        if added:
+            self._emit("reset", -1)
+        return added
+
+    def remove(self, indices: Iterable[int]) -> None:
+        drop = set(indices)
+        self.jobs = [j for i, j in enumerate(self.jobs) if i not in drop]
+        self._reindex()
+        self._emit("reset", -1)
+
+    def clear(self) -> None:
+        self.jobs = []
+        self._reindex()
+        self._emit("reset", -1)
+
+    def _reindex(self) -> None:
+        self._index = {j.path: i for i, j in enumerate(self.jobs)}
+
+    def index_of(self, path: Path) -> int:
+        return self._index.get(Path(path), -1)
+
+    def job(self, path: Path) -> Job | None:
+        i = self.index_of(path)
+        return self.jobs[i] if i >= 0 else None
+
+    def update(self, path: Path, **changes) -> None:
+        """Set fields of the job at ``path`` and notify (unknown paths are ignored)."""
+        i = self.index_of(path)
+        if i < 0:
+            return
+        job = self.jobs[i]
+        for key, value in changes.items():
+            setattr(job, key, value)
+        self._emit("changed", i)
+
+    def set_override(self, path: Path, names: tuple[str, ...] | None) -> None:
+        self.update(path, override=None if names is None else tuple(names))
+
+    def reset_status(self, paths: Iterable[Path]) -> None:
+        """Mark ``paths`` pending again (before a run)."""
+        for p in paths:
+            self.update(p, status=PENDING, error="", tiles_done=0, tiles_todo=0, seconds=0.0)
+
+    def unfinished(self) -> list[Job]:
+        return [j for j in self.jobs if j.status not in (DONE, SKIPPED)]
+
+    def overall_fraction(self, jobs: list[Job] | None = None) -> float:
+        jobs = self.jobs if jobs is None else jobs
+        return sum(j.fraction for j in jobs) / len(jobs) if jobs else 0.0
+
+
+# ------------------------------------------------------------------------------------------ settings
+
+
+def config_dir() -> Path:
+    """``$PHOTOMEND_CONFIG_DIR`` or platformdirs' user config folder for PhotoMend."""
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False))
+
+
+@dataclass
+class Settings:
+    """What the user chose in the settings panel; saved as JSON between runs."""
+
+    output_dir: str = ""
+    naming: str = "suffix"
+    suffix: str = "_restored"
+    subfolder: str = "restored"
+    format: str = "same"
+    quality: int = 95
+    device: str = "auto"
+    preset: str = "Fast"
+    tile: int = 0  # 0 = chosen from available memory
+    recursive: bool = True
+    overwrite: str = "skip"
+    model_dir: str = ""  # "" = the bundled model
+    models: list[str] = field(default_factory=list)  # bundles added from disk
+
+    @property
+    def steps(self) -> int:
+        return PRESETS.get(self.preset, 1)
+
+    def batch_settings(self, degradations: tuple[str, ...] | None = None, **overrides) -> BatchSettings:
+        """The engine's :class:`BatchSettings` for these choices (``output_dir`` must be set)."""
+        if not self.output_dir:
+            raise ValueError("choose an output folder first")
+        bs = BatchSettings(
+            output_dir=Path(self.output_dir),
+            naming=self.naming,
+            suffix=self.suffix,
+            subfolder=self.subfolder,
+            format=None if self.format == "same" else self.format,
+            quality=int(self.quality),
+            recursive=bool(self.recursive),
+            overwrite=self.overwrite,
+            steps=self.steps,
+            tile=int(self.tile) or None,
+            device=self.device,
+            degradations=degradations,
+            model_dir=Path(self.model_dir) if self.model_dir else None,
+        )
+        return replace(bs, **overrides) if overrides else bs
+
+    def validated(self) -> Settings:
+        """A copy with out-of-range values replaced by defaults (a hand-edited file must not crash the app)."""
+        d = Settings()
+        fixed = replace(self)
+        if fixed.naming not in NAMINGS:
+            fixed.naming = d.naming
+        if fixed.format not in FORMATS:
+            fixed.format = d.format
+        if fixed.preset not in PRESETS:
+            fixed.preset = d.preset
+        if fixed.overwrite not in OVERWRITE_POLICIES:
+            fixed.overwrite = d.overwrite
+        fixed.quality = min(100, max(1, int(fixed.quality)))
+        fixed.tile = max(0, int(fixed.tile))
+        fixed.models = [str(m) for m in fixed.models if isinstance(m, str)]
+        return fixed
+
+
+class SettingsStore(Observable):
+    """The current :class:`Settings`, loaded from and saved to ``settings.json`` in the config folder.
+
+    Callbacks get the new :class:`Settings` after each :meth:`set`.
+    """
+
+    FILE_NAME = "settings.json"
+
+    def __init__(self, folder: Path | None = None) -> None:
+        super().__init__()
+        self.folder = Path(folder) if folder is not None else config_dir()
+        self.settings = self.load()
+
+    @property
+    def path(self) -> Path:
+        return self.folder / self.FILE_NAME
+
+    def load(self) -> Settings:
+        """Read the file; a missing or broken file gives the defaults."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return Settings()
+        if not isinstance(data, dict):
+            return Settings()
+        known = {f.name for f in fields(Settings)}
+        try:
+            return Settings(**{k: v for k, v in data.items() if k in known}).validated()
+        except (TypeError, ValueError):
+            return Settings()
+
+    def save(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(asdict(self.settings), indent=2), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    def set(self, **changes) -> None:
+        """Change some fields, save, notify."""
+        new = replace(self.settings, **changes)
+        if new == self.settings:
+            return
+        self.settings = new
+        try:
+            self.save()
+        except OSError:
+            pass  # a read-only config folder must not stop the app; settings live for this session
+        self._emit(self.settings)
+
+
+# --------------------------------------------------------------------------------- the comparison
+
+
+class Comparison(Observable):
+    """The before/after pair shown in the comparison view and how it is shown.
+
+    ``split`` in [0, 1] is where the divider sits (fraction of the view's width); ``mode`` is
+    ``"split"`` or ``"side"``; ``zoom`` is screen pixels per image pixel, ``None`` = fit; ``center``
+    is the image point shown at the view's centre (image pixels), shared by both images.
+    Callbacks get the name of what changed: ``"images" "split" "mode" "view"``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.before: Path | None = None
+        self.after: Path | None = None
+        self.split = 0.5
+        self.mode = "split"
+        self.zoom: float | None = None
+        self.center: tuple[float, float] | None = None
+
+    def set_images(self, before: Path | None, after: Path | None) -> None:
+        self.before, self.after = before, after
+        self.zoom, self.center = None, None
+        self._emit("images")
+
+    def set_split(self, value: float) -> None:
+        value = min(1.0, max(0.0, float(value)))
+        if value != self.split:
+            self.split = value
+            self._emit("split")
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in ("split", "side"):
+            raise ValueError(f"unknown comparison mode {mode!r}")
+        if mode != self.mode:
+            self.mode = mode
+            self._emit("mode")
+
+    def set_view(self, zoom: float | None, center: tuple[float, float] | None) -> None:
+        if zoom is not None:
+            zoom = min(32.0, max(0.02, zoom))
+        self.zoom, self.center = zoom, center
+        self._emit("view")
+
+    def fit(self) -> None:
+        self.set_view(None, None)
+
+
+def vocabulary() -> tuple[str, ...]:
+    """Names the user may pick when overriding detection."""
+    return DEGRADATIONS

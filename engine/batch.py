@@ -1,0 +1,307 @@
+"""Batch restoration of files and folders: input collection, output planning, skip-on-rerun, events.
+
+* :func:`collect_inputs` walks files and folders (recursively if asked; symlink loops are safe;
+  hidden files and anything inside the output folder are never picked).
+* :func:`plan_output` mirrors the input tree under the output folder, same stem and format by default.
+* :func:`run_batch` restores each file, reports :class:`~engine.jobs.BatchEvent` s through a
+  callback (``"progress"`` per tile) and returns one :class:`~engine.jobs.FileResult` per file.
+  One bad file is reported and the batch goes on. It can be called again and again (the desktop
+  worker calls it from a QThread).
+
+Skip on rerun: after each output is written (atomically), a small manifest
+``OUTPUT_DIR/.photomend-manifest.json`` (itself written atomically) records the output with a
+hash of the model, the settings and the input's size and modification time. A rerun skips files
+whose output exists with a matching record, so a batch stopped by a crash continues where it
+stopped. An output without a matching record is restored again and replaced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from engine.api import Cancelled, CancelToken, ProgressEvent, RestoreOptions
+from engine.imageio import (
+    FORMATS,
+    IMAGE_SUFFIXES,
+    load_image,
+    normalize_format,
+    save_image,
+)
+from engine.jobs import BatchEvent, BatchSettings, FileResult
+
+if TYPE_CHECKING:
+    from engine.runtime import Restorer
+
+MANIFEST_NAME = ".photomend-manifest.json"
+MANIFEST_VERSION = 1
+
+
+class BatchFileError(ValueError):
+    """A per-file problem found before restoring it (one line naming the file)."""
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _inside(path: Path, folder: Path | None) -> bool:
+    if folder is None:
+        return False
+    try:
+        path.resolve().relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+def collect_inputs(paths: Iterable[Path], recursive: bool = False,
+                   exclude: Path | None = None) -> list[tuple[Path, Path]]:
+    """``(file, root)`` pairs for every image under ``paths``; ``root`` is the folder outputs mirror from.
+
+    A file argument is taken as given (its root is its folder); a folder contributes its images
+    (and its subfolders' if ``recursive``). Hidden files and folders, files inside ``exclude``
+    (the output folder) and duplicates are left out; symlinked folders are followed once.
+    Missing paths raise ``FileNotFoundError``.
+    """
+    excluded = Path(exclude).resolve() if exclude is not None else None
+    found: list[tuple[Path, Path]] = []
+    seen: set[Path] = set()
+
+    def add(file: Path, root: Path) -> None:
+        real = file.resolve()
+        if real in seen or _inside(file, excluded):
+            return
+        seen.add(real)
+        found.append((file, root))
+
+    for arg in paths:
+        arg = Path(arg)
+        if not arg.exists():
+            raise FileNotFoundError(f"{arg}: no such file or folder")
+        if not arg.is_dir():
+            add(arg, arg.parent)
+            continue
+        visited: set[tuple[int, int]] = set()
+        for folder, dirs, files in os.walk(arg, followlinks=True):
+            here = Path(folder)
+            st = here.stat()
+            if (st.st_dev, st.st_ino) in visited or _inside(here, excluded):
+                dirs[:] = []
+                continue
+            visited.add((st.st_dev, st.st_ino))
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
+            for name in sorted(files):
+                if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                    add(here / name, arg)
+    found.sort(key=lambda pair: (str(pair[1]), str(pair[0])))
+    return found
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def plan_output(path: Path, root: Path, settings: BatchSettings) -> Path:
+    """Where the restoration of ``path`` goes: the tree under ``root`` mirrored into the output folder.
+
+    ``naming="suffix"``: ``OUT/<rel dir>/<stem><suffix><ext>``; ``"subfolder"``:
+    ``OUT/<subfolder>/<rel dir>/<stem><ext>``. ``ext`` is the input's own suffix unless another
+    format is asked for (or the input's cannot be written, then ``.png``).
+    """
+    path, root = Path(path), Path(root)
+    try:
+        rel = path.relative_to(root)
+    except ValueError:
+        rel = Path(path.name)
+    ext = path.suffix if path.suffix.lower() in IMAGE_SUFFIXES else ".png"
+    if settings.format:
+        fmt = normalize_format(settings.format)
+        if normalize_format(ext) != fmt:
+            ext = FORMATS[fmt]
+    if settings.naming == "subfolder":
+        return Path(settings.output_dir) / settings.subfolder / rel.parent / f"{rel.stem}{ext}"
+    if settings.naming != "suffix":
+        raise ValueError(f"unknown naming {settings.naming!r}; use 'suffix' or 'subfolder'")
+    return Path(settings.output_dir) / rel.parent / f"{rel.stem}{settings.suffix}{ext}"
+
+
+def _numbered(path: Path, taken: set[Path]) -> Path:
+    """``path``, or ``name (1).ext``, ``name (2).ext``... avoiding existing files and ``taken``."""
+    candidate, n = path, 0
+    while candidate in taken or candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem} ({n}){path.suffix}")
+    return candidate
+
+
+def settings_record(settings: BatchSettings, restorer: Restorer | None = None) -> dict:
+    """The settings that shape an output (stored in the report and hashed for skip-on-rerun)."""
+    return {
+        "model": restorer.model_info.name if restorer is not None else None,
+        "model_fingerprint": restorer.fingerprint if restorer is not None else None,
+        "steps": settings.steps,
+        "tile": settings.tile,
+        "degradations": list(settings.degradations) if settings.degradations is not None else None,
+        "format": settings.format,
+        "quality": settings.quality,
+    }
+
+
+def _file_key(record: dict, path: Path) -> str:
+    st = path.stat()
+    data = dict(record, input_size=st.st_size, input_mtime_ns=st.st_mtime_ns)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:24]
+
+
+class Manifest:
+    """The record of finished outputs in one output folder (see the module docstring)."""
+
+    def __init__(self, output_dir: Path):
+        self.output_dir = Path(output_dir)
+        self.path = self.output_dir / MANIFEST_NAME
+
+    def _read(self) -> dict:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict) or data.get("version") != MANIFEST_VERSION:
+            return {}
+        entries = data.get("entries")
+        return entries if isinstance(entries, dict) else {}
+
+    def _rel(self, output: Path) -> str:
+        try:
+            return Path(output).relative_to(self.output_dir).as_posix()
+        except ValueError:
+            return str(Path(output).resolve())
+
+    def lookup(self, output: Path, key: str) -> dict | None:
+        """The record of ``output`` when it exists on disk and was made with ``key``."""
+        entry = self._read().get(self._rel(output))
+        if not isinstance(entry, dict) or entry.get("key") != key:
+            return None
+        try:
+            if Path(output).stat().st_size != entry.get("size"):
+                return None
+        except OSError:
+            return None
+        return entry
+
+    def record(self, output: Path, key: str, source: Path, degradations: list[str], scores: dict) -> None:
+        entries = self._read()
+        entries[self._rel(output)] = {
+            "key": key, "input": str(source), "size": Path(output).stat().st_size,
+            "degradations": degradations, "scores": scores,
+        }
+        data = json.dumps({"version": MANIFEST_VERSION, "entries": entries}, indent=1).encode()
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.output_dir, prefix=".photomend-manifest.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+# --------------------------------------------------------------------------- the batch
+
+
+def _one_line(exc: BaseException, path: Path) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if str(path) in text else f"{path}: {text}"
+
+
+def run_batch(inputs: list[tuple[Path, Path]], settings: BatchSettings, restorer: Restorer,
+              on_event: Callable[[BatchEvent], None] | None = None,
+              cancel: CancelToken | None = None) -> list[FileResult]:
+    """Restore ``inputs`` (from :func:`collect_inputs`) with ``settings``; one result per input.
+
+    Events: ``started``, ``detected``, ``progress`` (per tile), then ``done``, ``skipped``,
+    ``failed`` or ``cancelled``. When ``cancel`` fires, the current file stops within one tile
+    and it and the files not yet started are reported ``cancelled``.
+    """
+    emit = on_event or (lambda event: None)
+    total = len(inputs)
+    record = settings_record(settings, restorer)
+    options = RestoreOptions(steps=settings.steps, tile=settings.tile, degradations=settings.degradations)
+    manifest = Manifest(settings.output_dir)
+    taken: set[Path] = set()
+    results: list[FileResult] = []
+
+    for index, (path, root) in enumerate(inputs):
+        path = Path(path)
+        if cancel is not None and cancel.cancelled:
+            results.append(FileResult(str(path), "cancelled", settings=record))
+            emit(BatchEvent("cancelled", path, index, total))
+            continue
+        emit(BatchEvent("started", path, index, total))
+        start = time.perf_counter()
+        result = FileResult(str(path), "failed", settings=record)
+        try:
+            output = plan_output(path, root, settings)
+            if output in taken:  # two inputs mapping to one output (e.g. a.jpg and a.png as JPEG)
+                output = _numbered(output, taken)
+            if output.exists() and os.path.samefile(output, path):
+                raise BatchFileError(f"{path}: the output would overwrite the input; "
+                                     "choose another output folder or a suffix")
+            key = _file_key(record, path)
+            entry = manifest.lookup(output, key) if settings.overwrite == "skip" else None
+            if entry is not None:
+                taken.add(output)
+                result = FileResult(str(path), "skipped", str(output), list(entry.get("degradations", [])),
+                                    dict(entry.get("scores", {})), record)
+                emit(BatchEvent("skipped", path, index, total, output=output))
+                results.append(result)
+                continue
+            if settings.overwrite == "rename":
+                output = _numbered(output, taken)
+            taken.add(output)
+            result.output = str(output)
+
+            loaded = load_image(path)
+            prepared = restorer.prepare(loaded.pixels, options)
+            detection = prepared.detection
+            result.degradations = list(detection.degradations)
+            result.scores = {k: round(float(v), 4) for k, v in detection.scores.items()}
+            emit(BatchEvent("detected", path, index, total, output=output, detection=detection))
+
+            def on_progress(event: ProgressEvent, _index=index, _path=path, _output=output) -> None:
+                if event.stage == "restore":
+                    emit(BatchEvent("progress", _path, _index, total, output=_output,
+                                    done=event.done, todo=event.total))
+
+            pixels = restorer.restore_prepared(loaded.pixels, prepared, options, on_progress, cancel)
+            fmt = normalize_format(output.suffix)
+            save_image(pixels, output, format=fmt, quality=settings.quality, metadata=loaded)
+            del pixels, loaded
+            manifest.record(output, key, path, result.degradations, result.scores)
+            result.status = "done"
+            result.seconds = round(time.perf_counter() - start, 3)
+            emit(BatchEvent("done", path, index, total, output=output, detection=detection,
+                            seconds=result.seconds))
+        except Cancelled:
+            result.status, result.error = "cancelled", "cancelled by the user"
+            result.seconds = round(time.perf_counter() - start, 3)
+            emit(BatchEvent("cancelled", path, index, total, seconds=result.seconds))
+        except Exception as exc:  # one bad file must not stop the batch
+            result.status, result.error = "failed", _one_line(exc, path)
+            result.seconds = round(time.perf_counter() - start, 3)
+            emit(BatchEvent("failed", path, index, total, seconds=result.seconds, error=result.error))
+        results.append(result)
+    return results
+
+
+def summarize(results: Iterable[FileResult]) -> dict[str, int]:
+    """Counts per status: ``{"done": n, "skipped": n, "failed": n, "cancelled": n}``."""
+    counts = {"done": 0, "skipped": 0, "failed": 0, "cancelled": 0}
+    for r in results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    return counts

@@ -1,0 +1,302 @@
+"""DA-CLIP with a degradation controller that has one or two degradation slots.
+
+The network is built on the installed ``open_clip`` (its ``CLIP`` class, vision and text towers,
+tokenizer); nothing of open_clip is copied. The project's small CLIP configs live in
+``engine/models/clip_configs/*.json`` and are registered with :func:`open_clip.add_model_config`
+by :func:`register_clip_configs`.
+
+Architecture (DA-CLIP, Luo et al. 2024, extended to two slots):
+
+* ``clip``: a frozen open_clip ``CLIP``. Its image tower gives the **content** embedding.
+* ``controller``: a trainable copy of the image tower. After each of its residual blocks the
+  tokens pass through a zero-initialised ``Linear`` (``zero_linears``) and are added to the
+  output of a block of the frozen tower. As in the official DA-CLIP code, the controller's last
+  block feeds the frozen tower's first block (reversed order). Because the linears start at
+  zero, a fresh controller leaves the content embedding exactly equal to the frozen encoder's.
+* ``slot_proj``: one projection per slot applied to the controller's pooled token gives the
+  **degradation embeddings** (2 slots for PhotoMend models, 1 for official DA-CLIP checkpoints).
+* Prototypes: the text tower encodes one prompt per vocabulary name plus, for two-slot models,
+  a prompt for ``none`` (an empty slot). Each slot is scored by cosine similarity times the
+  learned ``logit_scale`` and a softmax over the prototypes.
+
+Input contract: ``images`` are ``float32 [B, 3, S, S]`` in ``[0, 1]`` at the model's
+``image_size`` S; the model applies CLIP's mean/std normalisation itself.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.models.serialization import load_weights, read_config, save_model
+from engine.vocab import DEGRADATIONS, NONE, PHYSICAL_ORDER
+
+ARCHITECTURE = "daclip-slots"
+CLIP_CONFIG_DIR = Path(__file__).parent / "clip_configs"
+DEFAULT_CLIP_MODEL = "PhotoMend-ViT-T8-96"
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+_registered = False
+
+
+def register_clip_configs() -> None:
+    """Register the project's small open_clip configs (idempotent)."""
+    global _registered
+    if not _registered:
+        import open_clip
+
+        open_clip.add_model_config(CLIP_CONFIG_DIR)
+        _registered = True
+
+
+def clip_config(model_name: str) -> dict:
+    """The open_clip model config (``embed_dim``, ``vision_cfg``, ``text_cfg``) registered as ``model_name``."""
+    register_clip_configs()
+    import open_clip
+
+    cfg = open_clip.get_model_config(model_name)
+    if cfg is None:
+        raise ValueError(f"unknown open_clip model {model_name!r}")
+    return {k: copy.deepcopy(cfg[k]) for k in ("embed_dim", "vision_cfg", "text_cfg", "quick_gelu") if k in cfg}
+
+
+def name_prompt(name: str) -> str:
+    """Prompt of one prototype: ``"a noisy photo"``, ``"a clean photo"`` for ``none``."""
+    return "a clean photo" if name == NONE else f"a {name} photo"
+
+
+def set_caption(names) -> str:
+    """Caption of a degradation set in physical order: ``"a hazy and noisy photo"``."""
+    names = sorted({n for n in names if n != NONE}, key=PHYSICAL_ORDER.index)
+    if not names:
+        return name_prompt(NONE)
+    return f"a {' and '.join(names)} photo"
+
+
+def all_sets(vocabulary: tuple[str, ...], max_size: int = 2) -> list[tuple[str, ...]]:
+    """Every set of at most ``max_size`` names (the empty set first), each in physical order."""
+    out: list[tuple[str, ...]] = [()]
+    for k in range(1, max_size + 1):
+        for combo in itertools.combinations(vocabulary, k):
+            out.append(tuple(sorted(combo, key=PHYSICAL_ORDER.index)))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class DaClipConfig:
+    """Everything needed to rebuild a :class:`DaClip` network (stored in ``detector.json``).
+
+    ``clip_cfg``: open_clip ``CLIP`` keyword arguments (``embed_dim``, ``vision_cfg``, ``text_cfg``).
+    ``vocabulary``: degradation names (``none`` excluded). ``prompts``: one text prompt per name;
+    ``none_prompt``: prompt of the empty slot (two-slot models) or ``""`` (official one-slot).
+    """
+
+    clip_model: str = DEFAULT_CLIP_MODEL
+    clip_cfg: dict = dataclasses.field(default_factory=dict)
+    vocabulary: tuple[str, ...] = DEGRADATIONS
+    prompts: tuple[str, ...] = tuple(name_prompt(n) for n in DEGRADATIONS)
+    none_prompt: str = name_prompt(NONE)
+    n_slots: int = 2
+
+    @property
+    def image_size(self) -> int:
+        size = self.clip_cfg["vision_cfg"]["image_size"]
+        return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+    @property
+    def context_length(self) -> int:
+        return int(self.clip_cfg["text_cfg"].get("context_length", 77))
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Prototype names in logit order: the vocabulary, then ``none`` when the model has one."""
+        return self.vocabulary + ((NONE,) if self.none_prompt else ())
+
+    @classmethod
+    def for_clip_model(cls, clip_model: str = DEFAULT_CLIP_MODEL, **kwargs) -> DaClipConfig:
+        return cls(clip_model=clip_model, clip_cfg=clip_config(clip_model), **kwargs)
+
+
+def _run_blocks(visual: nn.Module, x: torch.Tensor, control: list[torch.Tensor] | None = None,
+                zero_linears: nn.ModuleList | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Run an open_clip ``VisionTransformer``'s residual blocks on embedded tokens ``x`` (NLD).
+
+    ``control``: tensors added to the block outputs (block i gets ``control[-1 - i]``).
+    ``zero_linears``: when given, returns ``zero_linears[i](block_i output)`` for every block.
+    """
+    transformer = visual.transformer
+    batch_first = getattr(transformer, "batch_first", True)
+    if not batch_first:
+        x = x.transpose(0, 1)
+    hiddens = []
+    n = len(transformer.resblocks)
+    for i, block in enumerate(transformer.resblocks):
+        x = block(x)
+        if zero_linears is not None:
+            h = zero_linears[i](x)
+            hiddens.append(h if batch_first else h.transpose(0, 1))
+        if control is not None:
+            c = control[n - 1 - i]
+            x = x + (c if batch_first else c.transpose(0, 1))
+    if not batch_first:
+        x = x.transpose(0, 1)
+    return x, hiddens
+
+
+class DaClip(nn.Module):
+    """Frozen open_clip CLIP + degradation controller with ``cfg.n_slots`` slot embeddings."""
+
+    def __init__(self, cfg: DaClipConfig):
+        super().__init__()
+        import open_clip
+
+        if not cfg.clip_cfg:
+            cfg = dataclasses.replace(cfg, clip_cfg=clip_config(cfg.clip_model))
+        if len(cfg.prompts) != len(cfg.vocabulary):
+            raise ValueError("prompts must give one prompt per vocabulary name")
+        if cfg.n_slots not in (1, 2):
+            raise ValueError("n_slots must be 1 or 2")
+        self.cfg = cfg
+        self.clip = open_clip.CLIP(**cfg.clip_cfg)
+        visual = self.clip.visual
+        width = visual.conv1.out_channels
+        self.controller = copy.deepcopy(visual)
+        self.controller.proj = None  # replaced by one projection per slot
+        self.zero_linears = nn.ModuleList(nn.Linear(width, width) for _ in visual.transformer.resblocks)
+        self.slot_proj = nn.Parameter(visual.proj.detach().clone().unsqueeze(0).repeat(cfg.n_slots, 1, 1))
+        self.logit_scale = nn.Parameter(self.clip.logit_scale.detach().clone())
+        self.register_buffer("mean", torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(OPENAI_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("prompt_tokens", open_clip.tokenize(
+            list(cfg.prompts) + ([cfg.none_prompt] if cfg.none_prompt else []),
+            context_length=cfg.context_length), persistent=False)
+        self.init_controller()
+
+    @property
+    def image_size(self) -> int:
+        return self.cfg.image_size
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.slot_proj.shape[-1])
+
+    @torch.no_grad()
+    def init_controller(self, slot_noise: float = 0.02) -> None:
+        """Make the controller a copy of the frozen image tower and zero the control linears.
+
+        Slot projections start from the tower's projection; slots after the first get a little
+        noise so that the two slots can specialise.
+        """
+        visual = self.clip.visual
+        state = {k: v for k, v in visual.state_dict().items() if k != "proj"}
+        self.controller.load_state_dict(state, strict=True)
+        for lin in self.zero_linears:
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+        base = visual.proj.detach()
+        for s in range(self.cfg.n_slots):
+            self.slot_proj[s].copy_(base + (slot_noise * base.std() * torch.randn_like(base) if s else 0.0))
+        self.logit_scale.copy_(self.clip.logit_scale.detach())
+
+    def freeze_clip(self) -> None:
+        """Freeze the base CLIP (both towers); only the controller side stays trainable."""
+        for p in self.clip.parameters():
+            p.requires_grad_(False)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+
+    def encode_base(self, images: torch.Tensor) -> torch.Tensor:
+        """The frozen encoder alone (no control): ``[B, embed_dim]``, not normalised."""
+        return self.clip.encode_image(self.normalize(images))
+
+    def control(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Run the controller: ``(control tensors per block, slots [B, n_slots, D])``."""
+        ctrl = self.controller
+        h, hiddens = _run_blocks(ctrl, ctrl._embeds(self.normalize(images)), zero_linears=self.zero_linears)
+        pooled, _ = ctrl._pool(h)
+        return hiddens, torch.einsum("bw,swd->bsd", pooled, self.slot_proj)
+
+    def content(self, images: torch.Tensor, hiddens: list[torch.Tensor]) -> torch.Tensor:
+        """The frozen encoder with the controller's ``hiddens`` added: ``[B, D]``, not normalised."""
+        visual = self.clip.visual
+        y, _ = _run_blocks(visual, visual._embeds(self.normalize(images)), control=hiddens)
+        content, _ = visual._pool(y)
+        return content @ visual.proj if visual.proj is not None else content
+
+    def encode_image(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(content [B, D], slots [B, n_slots, D])`` (not normalised) for ``images`` in [0, 1]."""
+        hiddens, slots = self.control(images)
+        return self.content(images, hiddens), slots
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.clip.encode_text(tokens)
+
+    def prototypes(self) -> torch.Tensor:
+        """Normalised text embeddings of the classes (:attr:`DaClipConfig.classes`): ``[C, D]``."""
+        return F.normalize(self.encode_text(self.prompt_tokens), dim=-1)
+
+    def slot_logits(self, slots: torch.Tensor, prototypes: torch.Tensor | None = None) -> torch.Tensor:
+        """Scaled cosine similarity of each slot to each prototype: ``[B, n_slots, C]``."""
+        protos = self.prototypes() if prototypes is None else prototypes
+        return self.logit_scale.exp() * F.normalize(slots, dim=-1) @ protos.t()
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(content, slots, logits)`` for ``images`` in [0, 1]."""
+        content, slots = self.encode_image(images)
+        return content, slots, self.slot_logits(slots)
+
+
+def set_targets(names_batch, classes: tuple[str, ...], n_slots: int = 2) -> torch.Tensor:
+    """Class indices ``[B, n_slots]`` for each sample's degradation names, filled with ``none``."""
+    index = {c: i for i, c in enumerate(classes)}
+    rows = []
+    for names in names_batch:
+        names = [n for n in names if n != NONE]
+        if len(names) > n_slots:
+            raise ValueError(f"{len(names)} degradations do not fit {n_slots} slots: {names}")
+        rows.append([index[n] for n in names] + [index[NONE]] * (n_slots - len(names)))
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def slot_set_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Permutation-invariant contrastive loss between 2 slots and the prototypes of the true set.
+
+    For each sample, the cross-entropy of slot 1 -> target a plus slot 2 -> target b, minimised
+    over the two assignments (a, b) and (b, a). ``logits [B, 2, C]``, ``targets [B, 2]``.
+    """
+    if logits.shape[1] == 1:
+        return F.cross_entropy(logits[:, 0], targets[:, 0])
+    ce = lambda s, t: F.cross_entropy(logits[:, s], targets[:, t], reduction="none")  # noqa: E731
+    straight = ce(0, 0) + ce(1, 1)
+    swapped = ce(0, 1) + ce(1, 0)
+    return torch.minimum(straight, swapped).mean() / 2
+
+
+def predicted_sets(logits: torch.Tensor, classes: tuple[str, ...]) -> list[frozenset[str]]:
+    """The detected set per sample (argmax per slot, ``none`` dropped)."""
+    idx = logits.argmax(-1).tolist()
+    return [frozenset(classes[i] for i in row if classes[i] != NONE) for row in idx]
+
+
+def save_pretrained(model: DaClip, model_dir: str | Path, dtype: torch.dtype | None = torch.float16) -> Path:
+    """Write ``model_dir/detector.json`` + ``detector.safetensors`` (fp16 storage by default)."""
+    stem = Path(model_dir) / "detector"
+    save_model(model, model.cfg, stem, ARCHITECTURE, dtype=dtype)
+    return stem
+
+
+def load_pretrained(model_dir: str | Path) -> DaClip:
+    """Rebuild a :class:`DaClip` from ``model_dir/detector.json`` and load its weights (fp32)."""
+    stem = Path(model_dir) / "detector"
+    cfg = read_config(stem, ARCHITECTURE, DaClipConfig)
+    model = DaClip(cfg)
+    load_weights(model, stem)
+    return model.eval()

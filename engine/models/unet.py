@@ -1,0 +1,205 @@
+"""The conditional restoration U-Net (the "modified U-Net" of DA-CLIP, two degradation slots).
+
+Inputs: the SDE state ``x_t`` and the low-quality image ``mu`` (concatenated, as IR-SDE does), the
+timestep, and the three DA-CLIP embeddings ``[content; degradation 1; degradation 2]``. The
+embeddings reach the network twice:
+
+* concatenated and mapped by an MLP into one vector that, added to the timestep embedding, gives a
+  per-block scale and shift (feature modulation) in every residual block;
+* as three tokens that the low-resolution levels attend to (cross-attention; the improvement the
+  study proposed as future work).
+
+The network predicts the clean image ``x0`` (as a residual over ``mu``). Every operation is local
+(no normalisation over space, no spatial self-attention), so restoring in tiles matches restoring
+the whole image away from tile borders. ``conditioned=False`` builds the same network without the
+conditioning path (the ablation).
+
+Cost: a pixel-unshuffle stem runs the first level at half resolution; channels double while the
+resolution halves, so every 3x3 convolution costs about the same per input pixel.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ARCHITECTURE = "photomend-restorer-unet"
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Hyperparameters of :class:`ConditionalUNet` (saved beside the weights).
+
+    ``base_channels`` at the first level (half resolution after the ``stem_factor`` unshuffle),
+    multiplied by ``channel_mult[i]`` at level ``i``; ``num_res_blocks`` residual blocks per level
+    in the encoder and in the decoder; ``attention_levels`` lists the levels (0 = finest) with
+    cross-attention to the condition tokens; ``cond_dim`` is the DA-CLIP embedding size.
+    """
+
+    in_channels: int = 3
+    base_channels: int = 24
+    channel_mult: tuple[int, ...] = (1, 2, 4, 8)
+    num_res_blocks: int = 1
+    attention_levels: tuple[int, ...] = (2, 3)
+    attention_heads: int = 4
+    stem_factor: int = 2
+    time_dim: int = 128
+    cond_dim: int = 192
+    num_cond_tokens: int = 3
+    conditioned: bool = True
+
+    @property
+    def multiple(self) -> int:
+        """Input height and width must be multiples of this (callers pad)."""
+        return self.stem_factor * 2 ** (len(self.channel_mult) - 1)
+
+    @property
+    def receptive_radius(self) -> int:
+        """Theoretical receptive-field radius in input pixels (the effective one is much smaller)."""
+        r = self.stem_factor
+        radius = 2 * r  # stem and head convolutions
+        for i in range(len(self.channel_mult)):
+            scale = r * 2**i
+            passes = 1 if i == len(self.channel_mult) - 1 else 2  # encoder and decoder, bottom once
+            radius += passes * (2 * self.num_res_blocks * scale + scale)  # two 3x3 convs per block + resampling
+        return radius
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of ``t`` in [0, 1] (scaled to [0, 1000] like DDPM's integer steps)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * 1000.0 * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+
+
+class ResBlock(nn.Module):
+    """conv3x3 -> scale/shift from the embedding -> SiLU -> conv3x3, residual (second conv zero-initialised)."""
+
+    def __init__(self, channels: int, emb_dim: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.modulation = nn.Linear(emb_dim, 2 * channels)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+        nn.init.zeros_(self.modulation.weight)
+        nn.init.zeros_(self.modulation.bias)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(x))
+        scale, shift = self.modulation(emb)[:, :, None, None].chunk(2, dim=1)
+        h = h * (1 + scale) + shift
+        return x + self.conv2(F.silu(h))
+
+
+class CrossAttention(nn.Module):
+    """Every pixel attends to the condition tokens (per-pixel queries: local, so tiling-safe)."""
+
+    def __init__(self, channels: int, cond_dim: int, heads: int):
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"channels {channels} not divisible by attention heads {heads}")
+        self.heads = heads
+        self.to_q = nn.Conv2d(channels, channels, 1)
+        self.norm_cond = nn.LayerNorm(cond_dim)
+        self.to_kv = nn.Linear(cond_dim, 2 * channels)
+        self.proj = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        d = c // self.heads
+        q = self.to_q(x).reshape(b, self.heads, d, h * w)  # [B, heads, d, N]
+        k, v = self.to_kv(self.norm_cond(tokens)).chunk(2, dim=-1)  # [B, T, C] each
+        k = k.reshape(b, -1, self.heads, d).transpose(1, 2)  # [B, heads, T, d]
+        v = v.reshape(b, -1, self.heads, d).transpose(1, 2)
+        attn = torch.softmax(torch.einsum("bhtd,bhdn->bhtn", k, q) / math.sqrt(d), dim=2)  # over tokens
+        out = torch.einsum("bhtn,bhtd->bhdn", attn, v).reshape(b, c, h, w)
+        return x + self.proj(out)
+
+
+class Level(nn.Module):
+    """Residual blocks of one resolution, each optionally followed by cross-attention."""
+
+    def __init__(self, channels: int, emb_dim: int, blocks: int, cond_dim: int, heads: int, attention: bool):
+        super().__init__()
+        self.blocks = nn.ModuleList(ResBlock(channels, emb_dim) for _ in range(blocks))
+        self.attns = nn.ModuleList(CrossAttention(channels, cond_dim, heads) for _ in range(blocks)) if attention else None
+
+    def forward(self, x, emb, tokens):
+        for i, block in enumerate(self.blocks):
+            x = block(x, emb)
+            if self.attns is not None:
+                x = self.attns[i](x, tokens)
+        return x
+
+
+class ConditionalUNet(nn.Module):
+    """Predicts ``x0`` from ``(x_t, mu, t, condition)``; see the module docstring."""
+
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        self.config = cfg = config
+        chans = [cfg.base_channels * m for m in cfg.channel_mult]
+        r = cfg.stem_factor
+        self.time_mlp = nn.Sequential(nn.Linear(cfg.time_dim, cfg.time_dim), nn.SiLU(), nn.Linear(cfg.time_dim, cfg.time_dim))
+        if cfg.conditioned:
+            self.cond_mlp = nn.Sequential(
+                nn.LayerNorm(cfg.num_cond_tokens * cfg.cond_dim),
+                nn.Linear(cfg.num_cond_tokens * cfg.cond_dim, cfg.time_dim), nn.SiLU(),
+                nn.Linear(cfg.time_dim, cfg.time_dim),
+            )
+        attention = set(cfg.attention_levels) if cfg.conditioned else set()
+        self.stem = nn.Sequential(nn.PixelUnshuffle(r), nn.Conv2d(2 * cfg.in_channels * r * r, chans[0], 3, padding=1))
+        self.encoder = nn.ModuleList()
+        self.downs = nn.ModuleList()
+        self.decoder = nn.ModuleList()
+        self.ups = nn.ModuleList()
+        for i, c in enumerate(chans):
+            last = i == len(chans) - 1
+            self.encoder.append(Level(c, cfg.time_dim, cfg.num_res_blocks, cfg.cond_dim, cfg.attention_heads, i in attention))
+            if not last:
+                # pixel-unshuffle + 1x1: a cheap, learnable stride-2 downsampling
+                self.downs.append(nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(4 * c, chans[i + 1], 1)))
+                self.ups.append(nn.Sequential(nn.Conv2d(chans[i + 1], 4 * c, 1), nn.PixelShuffle(2)))
+                self.decoder.append(Level(c, cfg.time_dim, cfg.num_res_blocks, cfg.cond_dim, cfg.attention_heads, i in attention))
+        self.head = nn.Sequential(nn.SiLU(), nn.Conv2d(chans[0], cfg.in_channels * r * r, 3, padding=1), nn.PixelShuffle(r))
+        nn.init.zeros_(self.head[1].weight)
+        nn.init.zeros_(self.head[1].bias)
+
+    @property
+    def multiple(self) -> int:
+        return self.config.multiple
+
+    def forward(self, x_t: torch.Tensor, mu: torch.Tensor, t: torch.Tensor,
+                condition: torch.Tensor | None = None) -> torch.Tensor:
+        """``x_t``, ``mu``: ``[B, 3, H, W]`` (H, W multiples of :attr:`multiple`); ``t``: ``[B]`` in [0, 1];
+        ``condition``: ``[B, 3, cond_dim]`` (required iff the network is conditioned). Returns ``x0`` estimate."""
+        cfg = self.config
+        if x_t.shape[-2] % cfg.multiple or x_t.shape[-1] % cfg.multiple:
+            raise ValueError(f"input size {tuple(x_t.shape[-2:])} is not a multiple of {cfg.multiple}")
+        emb = self.time_mlp(timestep_embedding(t, cfg.time_dim).to(x_t.dtype))
+        tokens = None
+        if cfg.conditioned:
+            if condition is None:
+                raise ValueError("this restorer is conditioned: a DA-CLIP condition [B, 3, cond_dim] is required")
+            condition = condition.to(x_t.dtype)
+            emb = emb + self.cond_mlp(condition.flatten(1))
+            tokens = condition
+        h = self.stem(torch.cat([x_t, mu], dim=1))
+        skips = []
+        for i, level in enumerate(self.encoder):
+            h = level(h, emb, tokens)
+            if i < len(self.downs):
+                skips.append(h)
+                h = self.downs[i](h)
+        for i in reversed(range(len(self.decoder))):
+            h = self.ups[i](h) + skips[i]
+            h = self.decoder[i](h, emb, tokens)
+        return mu + self.head(h)

@@ -1,0 +1,253 @@
+"""The restoration runtime: the engine's public entry point for restoring photos.
+
+:class:`Restorer` loads a model bundle (``detector`` + ``restorer``, safetensors + JSON), picks a
+device, computes the DA-CLIP embeddings once per photo and restores it at full resolution in
+overlapping tiles blended seamlessly (:mod:`engine.tiling`). Progress goes out per tile through a
+callback; a :class:`~engine.api.CancelToken` is checked before every tile, so cancelling stops
+within one tile (:class:`~engine.api.Cancelled` is raised).
+
+Usage::
+
+    restorer = Restorer()                      # the bundled model, best device
+    result = restorer.restore(pixels, RestoreOptions(steps=1))
+    result.image, result.detection.degradations, result.seconds
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from engine.api import CancelToken, Detection, ProgressCallback, ProgressEvent, RestoreOptions
+from engine.device import autocast, pick_device
+from engine.resources import bundled_model_dir, is_model_bundle
+from engine.tiling import DEFAULT_OVERLAP, TilePlan, blend_tile, plan_tiles, round_tile
+
+# Tile side bounds (pixels); the chosen side also respects the network's multiple.
+MIN_TILE, MAX_TILE_CPU, MAX_TILE_GPU = 128, 1024, 2048
+# Rough peak memory per tile pixel of a forward pass (activations, fp32) when the model gives none.
+DEFAULT_BYTES_PER_PIXEL = 12_000
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """No model bundle in the given (or bundled) folder; ``str()`` is one line naming it."""
+
+
+class DetectorLike(Protocol):
+    def analyze(self, image: np.ndarray): ...  # -> object with .detection and .condition
+    def condition_for(self, image: np.ndarray, names: tuple[str, ...]) -> torch.Tensor: ...
+    def detect(self, image: np.ndarray) -> Detection: ...
+
+
+class RestorationModelLike(Protocol):
+    multiple: int
+
+    def predict(self, lq: torch.Tensor, condition: torch.Tensor | None = None, steps: int = 1,
+                generator: torch.Generator | None = None) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which bundle a :class:`Restorer` runs: its folder name and path."""
+
+    name: str
+    path: Path | None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Per-photo state computed once before the tiles: the detection and the restorer condition."""
+
+    detection: Detection
+    condition: torch.Tensor | None
+
+
+@dataclass
+class RestoreResult:
+    """A restored photo: ``image`` ``float32 (H, W, 3)`` in [0, 1], what was restored, and how long it took."""
+
+    image: np.ndarray
+    detection: Detection
+    seconds: float
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes free for one forward pass on ``device`` (GPU: free device memory; else free RAM)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def choose_tile(device: torch.device, multiple: int, bytes_per_pixel: int = DEFAULT_BYTES_PER_PIXEL,
+                free_bytes: int | None = None) -> int:
+    """A tile side that keeps one forward pass within a quarter of the free memory."""
+    free = available_memory(device) if free_bytes is None else free_bytes
+    side = int(math.sqrt(max(free, 0) * 0.25 / max(bytes_per_pixel, 1)))
+    cap = MAX_TILE_GPU if device.type in ("cuda", "mps") else MAX_TILE_CPU
+    return round_tile(min(max(side, MIN_TILE), cap), multiple, MIN_TILE)
+
+
+class Restorer:
+    """A loaded model bundle ready to detect and restore photos.
+
+    ``model_dir``: a bundle folder (``detector.json/.safetensors`` and ``restorer.json/.safetensors``,
+    optionally ``README.md``), default the bundled one. ``device``: ``auto`` (CUDA, then MPS, then
+    CPU) or a forced name. ``overlap``: tile overlap in pixels. Raises :class:`ModelNotFoundError`
+    or :class:`~engine.models.serialization.ModelFileError` for a missing or bad bundle.
+    """
+
+    def __init__(self, model_dir: Path | str | None = None, device: str = "auto",
+                 overlap: int = DEFAULT_OVERLAP):
+        folder = Path(model_dir) if model_dir is not None else bundled_model_dir()
+        if not is_model_bundle(folder):
+            what = "no model is bundled" if model_dir is None else "not a model bundle"
+            raise ModelNotFoundError(
+                f"{folder}: {what} (expected detector.json/.safetensors and restorer.json/.safetensors)")
+        from engine.detect import Detector
+        from engine.restoration import RestorationModel
+
+        dev = pick_device(device)
+        self._setup(Detector.from_dir(folder, dev), RestorationModel.from_dir(folder, dev), dev, folder, overlap)
+
+    @classmethod
+    def from_parts(cls, detector: DetectorLike, model: RestorationModelLike, device: str | torch.device = "cpu",
+                   model_dir: Path | None = None, overlap: int = DEFAULT_OVERLAP) -> Restorer:
+        """A restorer around already built parts (tests, training validation, custom pipelines)."""
+        self = cls.__new__(cls)
+        self._setup(detector, model, torch.device(device), Path(model_dir) if model_dir else None, overlap)
+        return self
+
+    def _setup(self, detector, model, device, model_dir, overlap) -> None:
+        self.detector = detector
+        self.model = model
+        self.device = device
+        self.model_dir = model_dir
+        self.overlap = int(overlap)
+        self._fingerprint: str | None = None
+
+    # -- information ------------------------------------------------------------------------
+    @property
+    def model_info(self) -> ModelInfo:
+        """The bundle's name (its folder's name) and path."""
+        if self.model_dir is None:
+            return ModelInfo("in-memory", None)
+        return ModelInfo(self.model_dir.name, self.model_dir)
+
+    def model_card(self) -> str:
+        """The bundle's ``README.md`` (its model card), or ``""`` when it has none."""
+        if self.model_dir is None:
+            return ""
+        card = self.model_dir / "README.md"
+        return card.read_text(encoding="utf-8") if card.is_file() else ""
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the bundle's files: outputs made with another model are not skipped."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            if self.model_dir is None:
+                digest.update(f"{type(self.model).__name__}:{id(self.model)}".encode())
+            else:
+                for name in ("detector.json", "detector.safetensors", "restorer.json", "restorer.safetensors"):
+                    path = self.model_dir / name
+                    with open(path, "rb") as fh:
+                        for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                            digest.update(block)
+            self._fingerprint = digest.hexdigest()[:16]
+        return self._fingerprint
+
+    def tile_size(self, options: RestoreOptions) -> int:
+        """The tile side used for ``options``: the given one (rounded to the network's multiple) or from memory."""
+        multiple = int(getattr(self.model, "multiple", 1))
+        if options.tile:
+            return round_tile(int(options.tile), multiple, minimum=multiple)
+        bpp = int(getattr(self.model, "bytes_per_pixel", DEFAULT_BYTES_PER_PIXEL))
+        return choose_tile(self.device, multiple, bpp)
+
+    # -- work -------------------------------------------------------------------------------
+    def detect(self, image: np.ndarray) -> Detection:
+        """The degradations seen in ``image`` (``float32 (H, W, 3)`` in [0, 1])."""
+        return self.detector.detect(_check_image(image))
+
+    def prepare(self, image: np.ndarray, options: RestoreOptions) -> Prepared:
+        """Detection and condition for one photo (once, before its tiles).
+
+        With ``options.degradations`` the detection is skipped: the condition uses those names and
+        the returned detection lists them with empty scores.
+        """
+        image = _check_image(image)
+        if options.degradations is not None:
+            names = tuple(options.degradations)
+            return Prepared(Detection(names, {}), self.detector.condition_for(image, names))
+        analysis = self.detector.analyze(image)
+        return Prepared(analysis.detection, analysis.condition)
+
+    def restore(self, image: np.ndarray, options: RestoreOptions | None = None,
+                progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> RestoreResult:
+        """Detect (or take the override), then restore ``image`` tile by tile.
+
+        ``progress`` receives ``ProgressEvent("detect", ...)`` then ``ProgressEvent("restore", i, n)``
+        after each tile. Raises :class:`~engine.api.Cancelled` when ``cancel`` is triggered.
+        """
+        options = options or RestoreOptions()
+        start = time.perf_counter()
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        if progress is not None:
+            progress(ProgressEvent("detect", 0, 1, "analysing the photo"))
+        prepared = self.prepare(image, options)
+        if progress is not None:
+            progress(ProgressEvent("detect", 1, 1, ", ".join(prepared.detection.degradations) or "clean"))
+        out = self.restore_prepared(image, prepared, options, progress, cancel)
+        return RestoreResult(out, prepared.detection, time.perf_counter() - start)
+
+    def plan(self, height: int, width: int, options: RestoreOptions) -> TilePlan:
+        """The tiles :meth:`restore_prepared` will run for a ``height x width`` photo."""
+        return plan_tiles(height, width, self.tile_size(options), self.overlap)
+
+    def restore_prepared(self, image: np.ndarray, prepared: Prepared, options: RestoreOptions,
+                         progress: ProgressCallback | None = None,
+                         cancel: CancelToken | None = None) -> np.ndarray:
+        """Restore ``image`` with an already computed condition; returns ``float32 (H, W, 3)``."""
+        image = _check_image(image)
+        h, w = image.shape[:2]
+        plan = self.plan(h, w, options)
+        out = np.zeros((h, w, 3), dtype=np.float32)
+        condition = prepared.condition
+        cond = None if condition is None else condition.to(self.device, torch.float32).unsqueeze(0)
+        with torch.inference_mode(), autocast(self.device):
+            for tile in plan.tiles:
+                if cancel is not None:
+                    cancel.raise_if_cancelled()
+                lq = torch.from_numpy(np.ascontiguousarray(image[tile.y0:tile.y1, tile.x0:tile.x1]))
+                lq = lq.permute(2, 0, 1).unsqueeze(0).to(self.device)
+                generator = None
+                if options.steps > 1:
+                    generator = torch.Generator(device=self.device)
+                    generator.manual_seed(int(options.seed) * 1_000_003 + tile.index)
+                restored = self.model.predict(lq, cond, steps=options.steps, generator=generator)
+                pixels = restored[0].float().permute(1, 2, 0).cpu().numpy()
+                blend_tile(out, plan, tile, pixels)
+                if progress is not None:
+                    progress(ProgressEvent("restore", tile.index + 1, len(plan), "tiles"))
+        np.clip(out, 0.0, 1.0, out=out)
+        return out
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        shape = getattr(image, "shape", None)
+        raise ValueError(f"expected a float32 (H, W, 3) image in [0, 1], got {shape}")
+    if image.dtype != np.float32:
+        image = image.astype(np.float32)
+    return image

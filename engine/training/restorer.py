@@ -1,0 +1,301 @@
+"""Train the IR-SDE restorer (conditional U-Net) on synthetic pairs with a frozen DA-CLIP.
+
+``photomend train restorer --config training/restorer.toml --data CLEAN_DIR --daclip MODEL_DIR``
+
+Each step draws synthetic (lq, hq) crops (:class:`~engine.training.synthetic.SyntheticPairs`), the
+frozen detector's condition of the LQ crop (:meth:`~engine.detect.Detector.condition_batch`), a
+timestep ``t`` and ``x_t`` from the IR-SDE forward marginal; the network predicts ``x0`` and is
+trained with MSE. A share of each batch (``deterministic_fraction``) uses the exact one-step
+inference input (``t = T``, ``x_T = mu``), which is what the default ``steps=1`` restoration sees.
+
+Run folder: ``checkpoint.{json,safetensors}`` (raw weights), ``restorer.{json,safetensors}`` (EMA
+weights: the release), ``trainer_state.pt`` (optimizer, schedule, step, validation history).
+``--resume`` continues from it. DDP via ``torchrun`` (gloo on CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.models.unet import UNetConfig
+from engine.sde import IRSDEConfig
+
+
+@dataclass(frozen=True)
+class RestorerRecipe:
+    """Training recipe (``training/restorer.toml``). ``steps`` is the budget shared by the ablation.
+
+    ``seed24_fraction``: share of samples drawn from the ``seed24`` preset on top of ``preset``.
+    ``deterministic_fraction``: share of samples trained at the one-step input (t = T, x_T = mu).
+    ``val_dir``: clean validation photos ("" = the ``val`` folder beside ``--data``).
+    ``threads``: torch CPU threads (0 = torch's default).
+    """
+
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    sde: IRSDEConfig = field(default_factory=IRSDEConfig)
+    steps: int = 6000
+    batch_size: int = 8
+    crop: int = 128
+    preset: str = "train"
+    seed24_fraction: float = 0.0
+    min_crop_scale: float = 1.0
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 200
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    deterministic_fraction: float = 0.5
+    val_dir: str = ""
+    val_images: int = 48
+    val_crop: int = 128
+    val_preset: str = "seed24"
+    val_every: int = 500
+    checkpoint_minutes: float = 3.0
+    threads: int = 0
+    seed: int = 0
+    amp: bool = True
+
+
+@dataclass
+class StepInfo:
+    """What the progress callback receives after each optimisation step."""
+
+    step: int
+    total: int
+    loss: float
+    lr: float
+    val_psnr: float | None = None  # set on validation steps
+    input_psnr: float | None = None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=Path("training/restorer.toml"), help="TOML recipe")
+    parser.add_argument("--data", type=Path, required=True, help="folder of clean training photos")
+    parser.add_argument("--daclip", type=Path, help="DA-CLIP model folder (detector.json/.safetensors)")
+    parser.add_argument("--out", type=Path, default=Path("runs/restorer"), help="run folder")
+    parser.add_argument("--val-data", type=Path, help="clean validation photos (default: recipe, or DATA/../val)")
+    parser.add_argument("--steps", type=int, help="override the recipe's step budget")
+    parser.add_argument("--no-condition", action="store_true", help="train the ablation without DA-CLIP")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (override the recipe)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+
+
+def main(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from engine.cli import UsageError
+    from engine.training.common import RecipeError, load_recipe, override
+
+    try:
+        recipe = load_recipe(args.config, RestorerRecipe)
+    except RecipeError as exc:
+        raise UsageError(str(exc)) from None
+    recipe = override(recipe, steps=args.steps, threads=args.threads)
+    if not args.no_condition and args.daclip is None:
+        raise UsageError("--daclip MODEL_DIR is required unless --no-condition")
+    val_dir = args.val_data or (Path(recipe.val_dir) if recipe.val_dir else args.data.parent / "val")
+    bar = None
+
+    def progress(info: StepInfo) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=info.total, initial=info.step - 1, desc="restorer", unit="step", dynamic_ncols=True)
+        bar.update(1)
+        post = {"loss": f"{info.loss:.4f}", "lr": f"{info.lr:.1e}"}
+        if info.val_psnr is not None:
+            bar.write(f"step {info.step}: validation PSNR {info.val_psnr:.2f} dB (input {info.input_psnr:.2f} dB)")
+        bar.set_postfix(post)
+
+    try:
+        result = train(recipe, args.data, val_dir, args.out, daclip_dir=None if args.no_condition else args.daclip,
+                       resume=args.resume, device=args.device, progress=progress)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    if result is not None:
+        print(f"saved EMA weights to {args.out / 'restorer.safetensors'} "
+              f"(validation PSNR {result['val_psnr']:.2f} dB, input {result['input_psnr']:.2f} dB)")
+    return 0
+
+
+def _mixed_stream(main_iter: Iterator, extra_iter: Iterator | None, fraction: float, seed: list[int]) -> Iterator:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    while True:
+        yield next(extra_iter) if extra_iter is not None and rng.random() < fraction else next(main_iter)
+
+
+def _batches(stream: Iterator, batch_size: int) -> Iterator[dict]:
+    from engine.training.synthetic import collate_pairs
+
+    while True:
+        yield collate_pairs([next(stream) for _ in range(batch_size)])
+
+
+def lr_factor(step: int, recipe: RestorerRecipe) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr_ratio`` at ``recipe.steps``."""
+    if step < recipe.warmup_steps:
+        return (step + 1) / recipe.warmup_steps
+    progress = min(1.0, (step - recipe.warmup_steps) / max(1, recipe.steps - recipe.warmup_steps))
+    return recipe.min_lr_ratio + (1 - recipe.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train(recipe: RestorerRecipe, data_dir: Path, val_dir: Path, out_dir: Path, daclip_dir: Path | None = None,
+          resume: bool = False, device: str = "auto",
+          progress: Callable[[StepInfo], None] | None = None) -> dict | None:
+    """Train (or resume) a restorer into ``out_dir``; returns the final validation figures on rank 0.
+
+    ``daclip_dir=None`` trains the unconditioned ablation (same network without the conditioning path).
+    """
+    import torch
+    import torch.nn.functional as F
+    from torch.nn.parallel import DistributedDataParallel
+
+    from engine.detect import Detector
+    from engine.device import autocast, pick_device
+    from engine.models.serialization import load_weights, read_config, save_model
+    from engine.models.unet import ConditionalUNet
+    from engine.restoration import ARCHITECTURE, RestorerConfig, sample
+    from engine.sde import IRSDEScheduler
+    from engine.training.common import (
+        EMA,
+        all_reduce_mean,
+        cleanup_distributed,
+        load_trainer_state,
+        save_trainer_state,
+        setup_distributed,
+    )
+    from engine.training.synthetic import FixedSyntheticSet, SyntheticPairs, collate_pairs
+
+    if recipe.threads > 0:
+        torch.set_num_threads(recipe.threads)
+    dist = setup_distributed()
+    dev = torch.device(f"cuda:{dist.local_rank}") if dist.enabled and torch.cuda.is_available() else pick_device(device)
+    out_dir = Path(out_dir)
+    try:
+        detector = Detector.from_dir(daclip_dir, dev) if daclip_dir is not None else None
+        unet_cfg = dataclasses.replace(recipe.unet, conditioned=detector is not None,
+                                       cond_dim=detector.embed_dim if detector is not None else recipe.unet.cond_dim)
+        config = RestorerConfig(unet=unet_cfg, sde=recipe.sde)
+        state = load_trainer_state(out_dir) if resume else None
+        if resume and state is None:
+            raise ValueError(f"{out_dir}: nothing to resume (no trainer_state.pt)")
+        if state is not None:
+            config = read_config(out_dir / "checkpoint", ARCHITECTURE, RestorerConfig)
+            if config.unet.conditioned != (detector is not None):
+                raise ValueError(f"{out_dir}: run was trained {'with' if config.unet.conditioned else 'without'} "
+                                 "conditioning; pass the same --daclip/--no-condition to resume")
+        torch.manual_seed(recipe.seed)
+        net = ConditionalUNet(config.unet).to(dev)
+        ema = EMA(net, recipe.ema_decay)
+        start = 0
+        history: list[list[float]] = []
+        opt = torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+        if state is not None:
+            load_weights(net, out_dir / "checkpoint")
+            load_weights(ema.shadow, out_dir / "restorer")
+            opt.load_state_dict(state["optimizer"])
+            start = int(state["step"])
+            history = [list(h) for h in state.get("history", [])]
+        ddp_net = DistributedDataParallel(net) if dist.enabled else net
+        sched = IRSDEScheduler(config.sde)
+        cuda = dev.type == "cuda"
+        scaler = torch.amp.GradScaler("cuda", enabled=cuda and recipe.amp and not torch.cuda.is_bf16_supported())
+
+        pairs = SyntheticPairs(data_dir, recipe.crop, recipe.preset, recipe.seed, dist.rank, dist.world_size,
+                               min_crop_scale=recipe.min_crop_scale)
+        pairs.set_epoch(start)  # a resumed run continues with fresh samples
+        extra = None
+        if recipe.seed24_fraction > 0:
+            extra = SyntheticPairs(data_dir, recipe.crop, "seed24", recipe.seed + 1, dist.rank, dist.world_size,
+                                   min_crop_scale=recipe.min_crop_scale)
+            extra.set_epoch(start)
+            extra = iter(extra)
+        batches = _batches(_mixed_stream(iter(pairs), extra, recipe.seed24_fraction,
+                                         [recipe.seed, start, dist.rank]), recipe.batch_size)
+
+        val = None
+        if dist.is_main:
+            vset = FixedSyntheticSet(val_dir, recipe.val_crop, recipe.val_preset, recipe.val_images, seed=1234)
+            vb = collate_pairs([vset[i] for i in range(len(vset))])
+            vcond = detector.condition_batch(vb["lq"]) if detector is not None else None
+            val = (vb["lq"], vb["hq"], vcond)
+
+        def validate() -> tuple[float, float]:
+            from engine.metrics import batch_psnr
+
+            lq, hq, cond = val
+            outs = []
+            with torch.inference_mode(), autocast(dev, recipe.amp):
+                for i in range(0, len(lq), 16):
+                    c = cond[i:i + 16].to(dev) if cond is not None else None
+                    outs.append(sample(ema.shadow, sched, lq[i:i + 16].to(dev), c, 1).float().clamp(0, 1).cpu())
+            out = torch.cat(outs)
+            return float(sum(batch_psnr(out, hq)) / len(hq)), float(sum(batch_psnr(lq, hq)) / len(hq))
+
+        def checkpoint(step: int) -> None:
+            save_model(net, config, out_dir / "checkpoint", ARCHITECTURE)
+            save_model(ema.shadow, config, out_dir / "restorer", ARCHITECTURE)
+            save_trainer_state(out_dir, {"step": step, "optimizer": opt.state_dict(), "history": history,
+                                         "recipe": repr(recipe)})
+
+        result = None
+        last_ckpt = time.monotonic()
+        net.train()
+        for step in range(start, recipe.steps):
+            for g in opt.param_groups:
+                g["lr"] = recipe.lr * lr_factor(step, recipe)
+            batch = next(batches)
+            lq, hq = batch["lq"].to(dev, non_blocking=True), batch["hq"].to(dev, non_blocking=True)
+            b = lq.shape[0]
+            cond = detector.condition_batch(lq) if detector is not None else None
+            t = torch.randint(1, sched.T + 1, (b,), device=dev)
+            x_t = sched.add_noise(hq, lq, t, torch.randn_like(hq))
+            one_step = torch.rand(b, device=dev) < recipe.deterministic_fraction
+            t = torch.where(one_step, torch.full_like(t, sched.T), t)
+            x_t = torch.where(one_step[:, None, None, None], lq, x_t)  # exact one-step inference input
+            with autocast(dev, recipe.amp):
+                pred = ddp_net(x_t, lq, sched.network_time(t), cond)
+            loss = F.mse_loss(pred.float(), hq)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if recipe.grad_clip > 0:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(net.parameters(), recipe.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            ema.update(net, step)
+            loss_value = float(all_reduce_mean(loss.detach(), dist))
+            if not dist.is_main:
+                continue
+            info = StepInfo(step + 1, recipe.steps, loss_value, opt.param_groups[0]["lr"])
+            last = step + 1 == recipe.steps
+            if (step + 1) % recipe.val_every == 0 or last:
+                net.eval()
+                info.val_psnr, info.input_psnr = validate()
+                net.train()
+                history.append([step + 1, info.val_psnr])
+                result = {"val_psnr": info.val_psnr, "input_psnr": info.input_psnr, "history": history}
+            if last or time.monotonic() - last_ckpt > 60 * recipe.checkpoint_minutes or info.val_psnr is not None:
+                checkpoint(step + 1)
+                last_ckpt = time.monotonic()
+            if progress is not None:
+                progress(info)
+        if dist.is_main and result is None:  # resumed a finished run
+            checkpoint(recipe.steps)
+            psnr, inp = validate()
+            result = {"val_psnr": psnr, "input_psnr": inp, "history": history}
+        return result
+    finally:
+        cleanup_distributed()

@@ -1,0 +1,137 @@
+"""Fixtures for the desktop tests: offscreen Qt, a private config folder, three small photos, an engine."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before any Qt import
+
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def private_config(tmp_path, monkeypatch) -> Path:
+    """Every test gets its own config folder: the user's real settings are never touched."""
+    folder = tmp_path / "config"
+    monkeypatch.setenv("PHOTOMEND_CONFIG_DIR", str(folder))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    return folder
+
+
+def make_photo(path: Path, size: tuple[int, int], seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    h, w = size
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([x / w, y / h, 0.5 + 0.5 * np.sin(x / 7.0)], axis=-1)
+    img = np.clip(base + rng.normal(0, 0.08, base.shape), 0, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((img * 255).astype(np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def photo_folder(tmp_path) -> Path:
+    """A folder of three small photos (one in a subfolder)."""
+    folder = tmp_path / "photos"
+    make_photo(folder / "a.png", (96, 128), 1)
+    make_photo(folder / "b.jpg", (112, 96), 2)
+    make_photo(folder / "sub" / "c.png", (128, 128), 3)
+    return folder
+
+
+def build_tiny_bundle(folder: Path) -> Path:
+    """A random-init model bundle small enough for tests (detector + restorer + model card)."""
+    import torch
+
+    from engine.models.daclip import DaClip, DaClipConfig, save_pretrained
+    from engine.models.unet import UNetConfig
+    from engine.restoration import RestorationModel, RestorerConfig
+
+    torch.manual_seed(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    detector = DaClip(DaClipConfig.for_clip_model("PhotoMend-ViT-Tiny-Test"))
+    save_pretrained(detector, folder)
+    unet = UNetConfig(base_channels=8, channel_mult=(1, 2), attention_levels=(1,), attention_heads=2,
+                      time_dim=32, cond_dim=detector.embed_dim)
+    RestorationModel(RestorerConfig(unet=unet)).save(folder)
+    (folder / "README.md").write_text("# Tiny test model\n\nRandom weights, for tests only.\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    return build_tiny_bundle(tmp_path_factory.mktemp("models") / "tiny")
+
+
+class EngineKit:
+    """How the window reaches a model in tests.
+
+    ``factory(model_dir, device)`` builds a restorer; ``slow_tile`` is a tile size that makes a
+    photo take many tiles (for cancel tests).
+    """
+
+    def __init__(self, factory, real: bool, slow_tile: int = 0, slow_factory=None):
+        self.factory, self.real, self.slow_tile = factory, real, slow_tile
+        self.slow_factory = slow_factory or factory
+
+
+def _real_engine_available() -> bool:
+    try:
+        import engine.batch  # noqa: F401
+        import engine.runtime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture
+def engine_kit(monkeypatch, request) -> EngineKit:
+    """The real engine with the tiny bundle (a fake engine only while engine.batch is missing)."""
+    if _real_engine_available():
+        from engine.runtime import Restorer
+
+        bundle = request.getfixturevalue("tiny_bundle")
+        return EngineKit(lambda model_dir, device: Restorer(bundle, "cpu"), real=True, slow_tile=32)
+    from tests.desktop import fake_engine
+
+    monkeypatch.setitem(sys.modules, "engine.batch", fake_engine)
+    return EngineKit(
+        lambda model_dir, device: fake_engine.FakeRestorer(model_dir, device),
+        real=False,
+        slow_factory=lambda model_dir, device: fake_engine.FakeRestorer(model_dir, device, tile_seconds=0.2, tiles=50),
+    )
+
+
+@pytest.fixture
+def store(private_config):
+    from desktop.state import SettingsStore
+
+    return SettingsStore(private_config)
+
+
+@pytest.fixture
+def make_window(qtbot, store, engine_kit):
+    """``make_window(slow=False, store=None)`` -> a shown MainWindow closed at teardown."""
+    from desktop.main_window import MainWindow
+
+    windows = []
+
+    def make(slow: bool = False, store_=None):
+        factory = engine_kit.slow_factory if slow else engine_kit.factory
+        if slow and engine_kit.slow_tile:
+            (store_ or store).set(tile=engine_kit.slow_tile)
+        w = MainWindow(store_ or store, restorer_factory=factory, devices=["auto", "cpu"])
+        qtbot.addWidget(w)
+        w.show()
+        windows.append(w)
+        return w
+
+    yield make
+    for w in windows:
+        if w.host.thread.isRunning():
+            w.close()
