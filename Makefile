@@ -31,11 +31,12 @@ bench: $(STAMP)
 
 package: $(STAMP)
 	$(VENV)/bin/pyinstaller --noconfirm --clean build.spec
+	du -sh dist/photomend
 
+# Copies dist/photomend elsewhere and runs both --self-tests (and --help) with an empty environment
+# (no venv, no PYTHONPATH, no DISPLAY); see docs/PACKAGING.md. Fails, never skips, without a bundle.
 package-test: package
-	rm -rf /tmp/photomend-dist-copy && cp -r dist/photomend /tmp/photomend-dist-copy
-	env -i HOME=$$HOME PATH=/usr/bin:/bin QT_QPA_PLATFORM=offscreen /tmp/photomend-dist-copy/photomend --self-test
-	env -i HOME=$$HOME PATH=/usr/bin:/bin QT_QPA_PLATFORM=offscreen /tmp/photomend-dist-copy/photomend-gui --self-test
+	PHOTOMEND_REQUIRE_DIST=1 $(PY) -m pytest -q tests/test_package.py
 
 clean:
 	rm -rf build dist restored .pytest_cache

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
+from PySide6.QtCore import QObject, QPointF, QRectF, QRunnable, QSize, Qt, QThreadPool, Signal
 from PySide6.QtGui import QImage, QImageReader, QKeySequence, QPainter, QPalette, QPen
 from PySide6.QtWidgets import (
     QButtonGroup,
@@ -26,6 +26,9 @@ HANDLE_GRAB_PX = 8
 WHEEL_STEP = 1.25
 
 
+ALLOCATION_LIMIT_MB = 2048  # Qt's default (256 MB) refuses photos above about 64 MP
+
+
 def load_qimage(path: Path | None) -> QImage:
     """Read ``path`` with EXIF orientation applied; a null image when missing or unreadable."""
     if path is None:
@@ -36,6 +39,21 @@ def load_qimage(path: Path | None) -> QImage:
     return image if not image.isNull() else QImage()
 
 
+class _Loaded(QObject):
+    ready = Signal(int, QImage, QImage)
+
+
+class _LoadPair(QRunnable):
+    """Decodes the before/after pair off the GUI thread (a 24 MP photo takes a noticeable time)."""
+
+    def __init__(self, token: int, before: Path | None, after: Path | None, signals: _Loaded) -> None:
+        super().__init__()
+        self.token, self.before, self.after, self.signals = token, before, after, signals
+
+    def run(self) -> None:
+        self.signals.ready.emit(self.token, load_qimage(self.before), load_qimage(self.after))
+
+
 class CompareView(QWidget):
     """Paints ``comparison.before`` and ``comparison.after``; the mouse drags the split, pans and zooms."""
 
@@ -43,9 +61,16 @@ class CompareView(QWidget):
 
     def __init__(self, comparison: Comparison, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        QImageReader.setAllocationLimit(ALLOCATION_LIMIT_MB)
         self.comparison = comparison
         self.before = QImage()
         self.after = QImage()
+        self.loading = False
+        self._token = 0
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(1)
+        self._loaded = _Loaded()
+        self._loaded.ready.connect(self._on_loaded)
         self._drag: str | None = None  # "split" | "pan"
         self._last = QPointF()
         self.setMouseTracking(True)
@@ -58,10 +83,21 @@ class CompareView(QWidget):
 
     def _on_change(self, what: str) -> None:
         if what == "images":
-            self.before = load_qimage(self.comparison.before)
-            self.after = load_qimage(self.comparison.after)
-            self.imagesLoaded.emit()
+            self._token += 1
+            self.loading = True
+            self._pool.start(_LoadPair(self._token, self.comparison.before, self.comparison.after, self._loaded))
         self.update()
+
+    def _on_loaded(self, token: int, before: QImage, after: QImage) -> None:
+        if token != self._token:
+            return  # the user picked another photo meanwhile
+        self.before, self.after, self.loading = before, after, False
+        self.update()
+        self.imagesLoaded.emit()
+
+    def wait_loaded(self, ms: int = 10000) -> bool:
+        """Block until pending decodes finish (tests, screenshots); True when done."""
+        return self._pool.waitForDone(ms)
 
     def sizeHint(self) -> QSize:
         return QSize(640, 480)
@@ -114,7 +150,8 @@ class CompareView(QWidget):
         p.fillRect(self.rect(), pal.color(QPalette.ColorRole.Base))
         if self.before.isNull() and self.after.isNull():
             p.setPen(pal.color(QPalette.ColorRole.PlaceholderText))
-            p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "Select a photo in the queue to compare")
+            text = "Loading…" if self.loading else "Select a photo in the queue to compare"
+            p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, text)
             return
         p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, self.effective_zoom() < 2.0)
         panes = self.panes()
@@ -123,7 +160,7 @@ class CompareView(QWidget):
                 p.save()
                 p.setClipRect(pane)
                 self._draw_image(p, pane, image)
-                self._draw_label(p, pane, label, left=True)
+                self._draw_label(p, self.image_rect(pane).intersected(pane), label, left=True)
                 p.restore()
             p.fillRect(QRectF(panes[0].right(), 0, 2, self.height()), pal.color(QPalette.ColorRole.Mid))
             return
@@ -137,13 +174,14 @@ class CompareView(QWidget):
         p.setClipRect(QRectF(x, pane.top(), pane.right() - x, pane.height()))
         self._draw_image(p, pane, self.after)
         p.restore()
-        self._draw_label(p, pane, "Before", left=True)
-        self._draw_label(p, pane, "After", left=False)
+        shown = self.image_rect(pane).intersected(pane)
+        self._draw_label(p, shown, "Before", left=True)
+        self._draw_label(p, shown, "After", left=False)
         pen = QPen(pal.color(QPalette.ColorRole.Highlight), 2)
         p.setPen(pen)
-        p.drawLine(QPointF(x, pane.top()), QPointF(x, pane.bottom()))
+        p.drawLine(QPointF(x, shown.top()), QPointF(x, shown.bottom()))
         p.setBrush(pal.color(QPalette.ColorRole.Highlight))
-        p.drawEllipse(QPointF(x, pane.center().y()), 7, 7)
+        p.drawEllipse(QPointF(x, shown.center().y()), 7, 7)
 
     def _draw_image(self, p: QPainter, pane: QRectF, image: QImage) -> None:
         if image.isNull():
@@ -258,6 +296,7 @@ class ComparePanel(QWidget):
         layout.addLayout(bar)
         layout.addWidget(self.view, 1)
         comparison.subscribe(self._on_change)
+        self.view.imagesLoaded.connect(lambda: self._on_change("images"))
         self._on_change("mode")
 
     def _tool(self, text: str, tip: str, checkable: bool = False) -> QToolButton:

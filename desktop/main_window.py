@@ -14,24 +14,20 @@ from PySide6.QtGui import QAction, QDesktopServices, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
-    QGroupBox,
-    QHBoxLayout,
     QLabel,
-    QListWidget,
     QListWidgetItem,
     QMainWindow,
     QMessageBox,
     QPlainTextEdit,
     QProgressBar,
-    QPushButton,
     QSplitter,
     QStyle,
-    QVBoxLayout,
     QWidget,
 )
 
 from desktop.compare_view import ComparePanel
 from desktop.model_manager import ModelManager
+from desktop.override_panel import MAX_DEGRADATIONS, OverridePanel
 from desktop.queue_table import QueueTable, format_seconds
 from desktop.settings_panel import SettingsPanel
 from desktop.state import (
@@ -44,61 +40,15 @@ from desktop.state import (
     Comparison,
     JobQueue,
     SettingsStore,
-    vocabulary,
 )
 from desktop.worker import RestorerFactory, Task, WorkerHost
 from engine.api import Detection
 from engine.resources import resources_dir
 
-MAX_DEGRADATIONS = 2  # the restorer has two degradation slots
-
 
 def icon_path(name: str) -> Path:
     """Path of an icon shipped in ``resources/icons``."""
     return resources_dir() / "icons" / name
-
-
-class OverridePanel(QGroupBox):
-    """Checkable degradation names for the selected photo, and *Restore again*."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__("Degradations of the selected photo", parent)
-        self.list = QListWidget()
-        self.list.setFlow(QListWidget.Flow.LeftToRight)
-        self.list.setWrapping(True)
-        self.list.setResizeMode(QListWidget.ResizeMode.Adjust)
-        self.list.setMaximumHeight(84)
-        for name in vocabulary():
-            item = QListWidgetItem(name)
-            item.setFlags(Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled)
-            item.setCheckState(Qt.CheckState.Unchecked)
-            self.list.addItem(item)
-        self.detected_button = QPushButton("Use &detected")
-        self.restore_button = QPushButton("&Restore again")
-        self.hint = QLabel(f"Choose up to {MAX_DEGRADATIONS}; none = restore without a degradation prior.")
-        self.hint.setWordWrap(True)
-        row = QHBoxLayout()
-        row.addWidget(self.hint, 1)
-        row.addWidget(self.detected_button)
-        row.addWidget(self.restore_button)
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.list)
-        layout.addLayout(row)
-
-    def set_checked(self, names) -> None:
-        names = set(names or ())
-        self.list.blockSignals(True)
-        for i in range(self.list.count()):
-            item = self.list.item(i)
-            item.setCheckState(Qt.CheckState.Checked if item.text() in names else Qt.CheckState.Unchecked)
-        self.list.blockSignals(False)
-
-    def checked(self) -> tuple[str, ...]:
-        return tuple(
-            self.list.item(i).text()
-            for i in range(self.list.count())
-            if self.list.item(i).checkState() == Qt.CheckState.Checked
-        )
 
 
 class MainWindow(QMainWindow):
@@ -139,16 +89,19 @@ class MainWindow(QMainWindow):
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(5000)
 
-        right = QWidget()
-        rv = QVBoxLayout(right)
-        rv.setContentsMargins(0, 0, 0, 0)
-        rv.addWidget(self.compare, 1)
-        rv.addWidget(self.override)
-        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        # queue on top, full width for its columns; below it the comparison and the override list
+        self.compare_splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.compare_splitter.addWidget(self.compare)
+        self.compare_splitter.addWidget(self.override)
+        self.compare_splitter.setStretchFactor(0, 1)
+        self.compare_splitter.setStretchFactor(1, 0)
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
         self.splitter.addWidget(self.table)
-        self.splitter.addWidget(right)
-        self.splitter.setStretchFactor(0, 2)
-        self.splitter.setStretchFactor(1, 3)
+        self.splitter.addWidget(self.compare_splitter)
+        self.splitter.setStretchFactor(0, 1)
+        self.splitter.setStretchFactor(1, 2)
+        self.splitter.setSizes([260, 520])
+        self.compare_splitter.setSizes([900, 190])
         self.setCentralWidget(self.splitter)
 
         self.settings_dock = self._dock("Settings", "settings", self.settings_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
@@ -202,7 +155,10 @@ class MainWindow(QMainWindow):
             act.setShortcut(QKeySequence(shortcut))
         if icon is not None:
             act.setIcon(self.style().standardIcon(icon))
-        act.setToolTip(f"{tip or text.replace('&', '')} ({QKeySequence(shortcut).toString(QKeySequence.SequenceFormat.NativeText)})" if shortcut else tip or text)
+        tip = tip or text.replace("&", "").rstrip("…")
+        if shortcut:
+            tip += f" ({act.shortcut().toString(QKeySequence.SequenceFormat.NativeText)})"
+        act.setToolTip(tip)
         act.triggered.connect(slot)
         self.addAction(act)
         return act
@@ -545,9 +501,10 @@ class MainWindow(QMainWindow):
         state = qs.value("state")
         if state is not None:
             self.restoreState(state)
-        split = qs.value("splitter")
-        if split is not None:
-            self.splitter.restoreState(split)
+        for key, splitter in (("splitter", self.splitter), ("compare_splitter", self.compare_splitter)):
+            state = qs.value(key)
+            if state is not None:
+                splitter.restoreState(state)
         mode = qs.value("compare_mode")
         if mode in ("split", "side"):
             self.comparison.set_mode(mode)
@@ -558,6 +515,7 @@ class MainWindow(QMainWindow):
         qs.setValue("geometry", self.saveGeometry())
         qs.setValue("state", self.saveState())
         qs.setValue("splitter", self.splitter.saveState())
+        qs.setValue("compare_splitter", self.compare_splitter.saveState())
         qs.setValue("compare_mode", self.comparison.mode)
         qs.sync()
 

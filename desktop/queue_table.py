@@ -52,7 +52,8 @@ class ThumbnailCache(QObject):
 
     changed = Signal(object)
 
-    def __init__(self, size: int = THUMB, parent: QObject | None = None) -> None:
+    def __init__(self, size: int = 2 * THUMB, parent: QObject | None = None) -> None:
+        # decoded at twice the cell size so that thumbnails stay sharp on high-DPI screens
         super().__init__(parent)
         self.size = size
         self._pixmaps: dict[Path, QPixmap] = {}
@@ -178,7 +179,7 @@ class QueueTable(QTableView):
         h = self.horizontalHeader()
         h.setSectionResizeMode(COL_THUMB, QHeaderView.ResizeMode.Fixed)
         self.setColumnWidth(COL_THUMB, THUMB + 8)
-        for col, width in ((COL_FILE, 180), (COL_STATUS, 90), (COL_DEGRADATIONS, 220), (COL_TIME, 60)):
+        for col, width in ((COL_FILE, 260), (COL_STATUS, 100), (COL_DEGRADATIONS, 260), (COL_TIME, 70)):
             self.setColumnWidth(col, width)
         h.setStretchLastSection(True)
 

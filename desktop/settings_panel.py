@@ -29,6 +29,15 @@ OVERWRITE_LABELS = {
 }
 
 
+def _row(layout: QHBoxLayout, focus: QWidget) -> QWidget:
+    """A form field made of several widgets; its label's mnemonic focuses ``focus``."""
+    layout.setContentsMargins(0, 0, 0, 0)
+    holder = QWidget()
+    holder.setLayout(layout)
+    holder.setFocusProxy(focus)
+    return holder
+
+
 class SettingsPanel(QWidget):
     """Edits a :class:`SettingsStore`. ``devices`` are the names offered (``auto``, ``cpu``, ``cuda:0``...)."""
 
@@ -97,15 +106,15 @@ class SettingsPanel(QWidget):
 
         form = QFormLayout(self)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        form.addRow("&Output folder", out_row)
-        form.addRow("&Naming", naming_row)
-        form.addRow("&Format", fmt_row)
+        form.addRow("&Output folder", _row(out_row, self.output_edit))
+        form.addRow("&Naming", _row(naming_row, self.naming_combo))
+        form.addRow("&Format", _row(fmt_row, self.format_combo))
         form.addRow("&Device", self.device_combo)
         form.addRow("&Quality", self.preset_combo)
         form.addRow("&Tile size", self.tile_spin)
         form.addRow("&Scan", self.recursive_check)
         form.addRow("&Existing", self.overwrite_combo)
-        form.addRow("&Model", model_row)
+        form.addRow("&Model", _row(model_row, self.model_button))
 
         self.show_settings(store.settings)
         self.output_edit.editingFinished.connect(lambda: self._set(output_dir=self.output_edit.text().strip()))
@@ -166,9 +175,7 @@ class SettingsPanel(QWidget):
 
     def set_running(self, running: bool) -> None:
         """Settings are read when a batch starts; lock them while it runs."""
-        for w in self.findChildren(QWidget):
-            if w.parent() is self:
-                w.setEnabled(not running)
+        self.setEnabled(not running)
         if not running:
             self.show_settings(self.store.settings)
 

@@ -279,6 +279,8 @@ def run_batch(inputs: list[tuple[Path, Path]], settings: BatchSettings, restorer
                                     done=event.done, todo=event.total))
 
             pixels = restorer.restore_prepared(loaded.pixels, prepared, options, on_progress, cancel)
+            if cancel is not None:  # cancelled during the last tile: write nothing
+                cancel.raise_if_cancelled()
             fmt = normalize_format(output.suffix)
             save_image(pixels, output, format=fmt, quality=settings.quality, metadata=loaded)
             del pixels, loaded

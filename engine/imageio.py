@@ -256,10 +256,13 @@ def _decode_16bit(path: Path, kind: str) -> np.ndarray:
     """``uint16 (H, W, C)`` of a 16-bit colour or gray+alpha PNG/TIFF, not yet oriented."""
     if kind == "png":
         import torch
-        from torchvision.io import ImageReadMode, decode_png
 
-        data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
-        arr = decode_png(data, mode=ImageReadMode.UNCHANGED).permute(1, 2, 0).numpy()
+        with warnings.catch_warnings():  # torchvision 0.29 announces a move of its codecs
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from torchvision.io import ImageReadMode, decode_png
+
+            data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+            arr = decode_png(data, mode=ImageReadMode.UNCHANGED).permute(1, 2, 0).numpy()
         return np.ascontiguousarray(arr.astype(np.uint16, copy=False))
     import tifffile
 
@@ -437,7 +440,7 @@ def _write_png16(fh, arr: np.ndarray, icc: bytes | None, dpi, exif: bytes | None
     bpp = 2 * c
     comp = zlib.compressobj(6)
     for r0 in range(0, h, 64):
-        rows = arr[r0:r0 + 64].astype(">u2").reshape(-1, w * bpp).view(np.uint8)
+        rows = arr[r0:r0 + 64].astype(">u2").reshape(-1, w * c).view(np.uint8)
         filtered = rows.copy()
         filtered[:, bpp:] -= rows[:, :-bpp]  # filter type 1 (Sub), modulo 256
         lines = np.empty((rows.shape[0], w * bpp + 1), dtype=np.uint8)
@@ -515,9 +518,10 @@ def save_image(image: LoadedImage | np.ndarray, path: str | Path, format: str | 
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".part")
     except OSError as exc:
         raise ImageWriteError(f"{path}: cannot write here ({_one_line(exc)})") from None
+    os.close(fd)
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with open(tmp, "wb") as fh:  # a named file: tifffile wants a name
             _encode(fh, arr, fmt, bits, gray, alpha is not None, quality, exif, icc, dpi, meta.xmp)
             fh.flush()
             os.fsync(fh.fileno())

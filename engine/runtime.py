@@ -213,7 +213,8 @@ class Restorer:
 
     def plan(self, height: int, width: int, options: RestoreOptions) -> TilePlan:
         """The tiles :meth:`restore_prepared` will run for a ``height x width`` photo."""
-        return plan_tiles(height, width, self.tile_size(options), self.overlap)
+        return plan_tiles(height, width, self.tile_size(options), self.overlap,
+                          int(getattr(self.model, "multiple", 1)))
 
     def restore_prepared(self, image: np.ndarray, prepared: Prepared, options: RestoreOptions,
                          progress: ProgressCallback | None = None,

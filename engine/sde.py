@@ -58,6 +58,13 @@ def _theta_increments(cfg: IRSDEConfig) -> torch.Tensor:
     return theta * (-math.log(cfg.eps) / theta.sum())
 
 
+def _noise(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Standard normal noise shaped like ``like``, drawn on the generator's device (a CPU generator
+    gives the same noise whatever device the model runs on)."""
+    device = generator.device if generator is not None else like.device
+    return torch.randn(like.shape, generator=generator, device=device).to(like.device, like.dtype)
+
+
 class IRSDEScheduler:
     """Forward marginal for training and reverse steps for sampling (see the module docstring)."""
 
@@ -111,8 +118,7 @@ class IRSDEScheduler:
         stationary distribution N(mu, lambda^2), eq. 4 at t -> infinity)."""
         if len(self.timesteps) == 1:
             return mu.clone()
-        noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-        return mu + self.lam * noise
+        return mu + self.lam * _noise(mu, generator)
 
     def previous_timestep(self, t: int) -> int:
         """The timestep a reverse step from ``t`` lands on (0 after the last one)."""
@@ -140,5 +146,4 @@ class IRSDEScheduler:
             return model_output  # the posterior collapses onto x0_hat at theta_bar_0 = 0
         a, b, var = self.posterior(t, s)
         mean = mu + a * (sample - mu) + b * (model_output - mu)
-        noise = torch.randn(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
-        return mean + math.sqrt(var) * noise
+        return mean + math.sqrt(var) * _noise(sample, generator)

@@ -52,6 +52,21 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return [round(i * (length - tile) / (n - 1)) for i in range(n)]
 
 
+def fit_tile(length: int, tile: int, overlap: int, multiple: int = 1) -> int:
+    """The smallest side (a multiple of ``multiple``) that covers ``length`` with as few tiles as ``tile`` would.
+
+    A 1155-pixel side with 640-pixel tiles needs two tiles either way; two of 608 pixels process
+    far fewer redundant pixels than two of 640. A length that fits in one tile is returned as is.
+    """
+    if length <= tile:
+        return length
+    overlap = max(0, min(overlap, tile // 2))
+    n = math.ceil((length - tile) / (tile - overlap)) + 1
+    side = math.ceil((length + (n - 1) * overlap) / n)
+    side += pad_amount(side, multiple)
+    return min(side, tile) if tile % max(multiple, 1) == 0 else side
+
+
 def axis_windows(length: int, tile: int, overlap: int) -> list[tuple[int, np.ndarray]]:
     """``(start, weights)`` per tile along one axis; the weights of all tiles sum to 1 everywhere.
 
@@ -85,7 +100,8 @@ class TilePlan:
 
     height: int
     width: int
-    tile: int
+    tile_h: int
+    tile_w: int
     overlap: int
     tiles: tuple[Tile, ...]
     _rows: tuple[np.ndarray, ...]
@@ -107,15 +123,19 @@ class TilePlan:
         return sum(t.height * t.width for t in self.tiles)
 
 
-def plan_tiles(height: int, width: int, tile: int, overlap: int = DEFAULT_OVERLAP) -> TilePlan:
-    """Cover a ``height x width`` image with overlapping ``tile x tile`` tiles (clipped to the image)."""
-    rows = axis_windows(height, tile, overlap)
-    cols = axis_windows(width, tile, overlap)
-    th, tw = min(tile, height), min(tile, width)
+def plan_tiles(height: int, width: int, tile: int, overlap: int = DEFAULT_OVERLAP, multiple: int = 1) -> TilePlan:
+    """Cover a ``height x width`` image with overlapping tiles of at most ``tile x tile`` pixels.
+
+    Per axis, the tile side is shrunk to the smallest multiple of ``multiple`` that needs no more
+    tiles (:func:`fit_tile`); an axis that fits in one tile is one tile of the image's size.
+    """
+    th, tw = fit_tile(height, tile, overlap, multiple), fit_tile(width, tile, overlap, multiple)
+    rows = axis_windows(height, th, overlap)
+    cols = axis_windows(width, tw, overlap)
     tiles = []
     for (y, _), (x, _) in ((r, c) for r in rows for c in cols):
         tiles.append(Tile(len(tiles), y, y + th, x, x + tw))
-    return TilePlan(height, width, tile, overlap, tuple(tiles),
+    return TilePlan(height, width, th, tw, overlap, tuple(tiles),
                     tuple(w for _, w in rows), tuple(w for _, w in cols))
 
 

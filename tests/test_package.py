@@ -3,7 +3,8 @@
 The frozen self-tests need an existing ``dist/photomend`` (``make package``, several minutes and
 about 5 GB): they are marked slow and skip with an explicit reason when the folder is absent, so
 CI's ``make test`` stays within its time budget; ``make package-test`` builds then runs them.
-Set PHOTOMEND_DIST to test a bundle somewhere else.
+Set PHOTOMEND_DIST to test a bundle somewhere else; PHOTOMEND_REQUIRE_DIST=1 turns the skip into a
+failure.
 """
 
 from __future__ import annotations
@@ -63,8 +64,11 @@ def _copy_bundle(dst: Path) -> Path:
 
 
 def _run_clean(exe: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """Run ``exe`` with no Python environment: no VIRTUAL_ENV, PYTHONPATH, PYTHONHOME or venv on PATH."""
-    env = {"HOME": str(cwd), "PATH": "/usr/bin:/bin", "QT_QPA_PLATFORM": "offscreen"}
+    """Run ``exe`` with no Python environment: no VIRTUAL_ENV, PYTHONPATH, PYTHONHOME or venv on PATH.
+
+    No DISPLAY either: the GUI's self-test must pick Qt's offscreen platform by itself.
+    """
+    env = {"HOME": str(cwd), "PATH": "/usr/bin:/bin"}
     if sys.platform == "win32":
         env = {"SYSTEMROOT": os.environ.get("SYSTEMROOT", r"C:\Windows"), "USERPROFILE": str(cwd)}
     return subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
@@ -73,6 +77,8 @@ def _run_clean(exe: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def moved_bundle(tmp_path_factory):
     if not (DIST / f"photomend{EXE_SUFFIX}").is_file():
+        if os.environ.get("PHOTOMEND_REQUIRE_DIST") == "1":  # set by `make package-test`
+            pytest.fail(f"no PyInstaller bundle at {DIST}")
         pytest.skip(f"no PyInstaller bundle at {DIST}: run `make package` (or `make package-test`) first")
     return _copy_bundle(tmp_path_factory.mktemp("moved") / "photomend")
 

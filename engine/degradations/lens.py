@@ -70,10 +70,13 @@ def raindrop(image: np.ndarray, rng: np.random.Generator, **overrides) -> tuple[
         phi = np.arctan2(dy, dx)
         shape = 1 + harm[0] * np.cos(2 * phi + phase[0]) + harm[1] * np.cos(3 * phi + phase[1])
         rho = np.hypot(u, v) / (r * shape)
-        alpha = np.clip((1.0 - rho) / edge, 0.0, 1.0)
-        if not alpha.any():
+        inside = rho < 1.0
+        if not inside.any():
             continue
-        # inside the drop: an inverted, minified and defocused view of the surroundings
+        # work on the pixels inside the drop only (1-D arrays)
+        rho, phi, dy, dx = rho[inside], phi[inside], dy[inside], dx[inside]
+        alpha = np.clip((1.0 - rho) / edge, 0.0, 1.0)[:, None]
+        # an inverted, minified and defocused view of the surroundings
         view = _sample(seen, cy - dy * magnification, cx - dx * magnification)
         view = view * np.float32(rng.uniform(1.0, 1.15)) + np.float32(0.03)
         facing = np.clip(np.cos(phi - light - math.pi), 0.0, 1.0)  # rim lit opposite the light
@@ -81,9 +84,10 @@ def raindrop(image: np.ndarray, rng: np.random.Generator, **overrides) -> tuple[
         outline = 0.35 * np.exp(-(((rho - 0.98) / 0.06) ** 2)) * (1 - facing)
         spot = np.exp(-(((dx + 0.35 * r * math.cos(light)) ** 2 + (dy + 0.35 * r * math.sin(light)) ** 2)
                         / (0.12 * r) ** 2))
-        color = view * (1.0 - outline[..., None]) + (rim_light + 0.5 * spot)[..., None]
-        a = alpha[..., None]
-        out[y0:y1, x0:x1] = out[y0:y1, x0:x1] * (1.0 - a) + color * a
-        covered[y0:y1, x0:x1] |= alpha > 0.5
+        color = view * (1.0 - outline[:, None]) + (rim_light + 0.5 * spot)[:, None]
+        region = out[y0:y1, x0:x1]
+        region[inside] = region[inside] * (1.0 - alpha) + color * alpha
+        cover = covered[y0:y1, x0:x1]
+        cover[inside] |= alpha[:, 0] > 0.5
     p.set("coverage", round(float(covered.mean()), 4))
     return np.clip(out, 0.0, 1.0).astype(np.float32), p.done()

@@ -38,15 +38,17 @@ DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "training" / "daclip.toml
 class DaClipRecipe:
     """Hyper-parameters of ``photomend train daclip`` (``training/daclip.toml``)."""
 
-    clip_model: str = "PhotoMend-ViT-T8-96"
+    clip_model: str = "PhotoMend-ViT-T12-96"
     crop: int = 96
     min_crop_scale: float = 0.5
     preset: str = "train"
     batch_size: int = 32
-    base_steps: int = 1500
+    base_steps: int = 1200
     base_lr: float = 5e-4
     base_content_weight: float = 0.5
-    control_steps: int = 1500
+    base_hq_fraction: float = 0.5
+    train_token_embedding: bool = False
+    control_steps: int = 2400
     control_lr: float = 3e-4
     content_weight: float = 0.5
     content_fraction: float = 0.25
@@ -59,6 +61,7 @@ class DaClipRecipe:
     seed: int = 0
     amp: bool = True
     device: str = "auto"
+    threads: int = 0  # CPU threads for torch (0: torch's default)
 
     @property
     def total_steps(self) -> int:
@@ -77,6 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="local open_clip checkpoint of --clip-model; skips the base stage")
     parser.add_argument("--export", type=Path, default=None, help="also write the final detector here")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1, mps")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (0: default)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -85,7 +89,8 @@ def resolve_recipe(args) -> DaClipRecipe:
     from engine.training.common import load_recipe, override
 
     recipe = load_recipe(args.config, DaClipRecipe)
-    recipe = override(recipe, batch_size=args.batch_size, clip_model=args.clip_model, device=args.device)
+    recipe = override(recipe, batch_size=args.batch_size, clip_model=args.clip_model, device=args.device,
+                      threads=args.threads)
     base_steps = 0 if args.clip_weights else recipe.base_steps
     recipe = dataclasses.replace(recipe, base_steps=base_steps)
     if args.steps is not None:
@@ -150,25 +155,27 @@ def _stage_modules():
     class BaseStage(nn.Module):
         """Caption matching over all degradation sets + degraded/clean content InfoNCE."""
 
-        def __init__(self, model, caption_tokens: torch.Tensor, content_weight: float):
+        def __init__(self, model, caption_tokens: torch.Tensor, content_weight: float, hq_fraction: float):
             super().__init__()
             self.model = model
             self.register_buffer("caption_tokens", caption_tokens, persistent=False)
             self.content_weight = content_weight
+            self.hq_fraction = hq_fraction
 
         def forward(self, lq, hq, set_index):
             m = self.model
-            b = lq.shape[0]
-            emb = F.normalize(m.encode_base(torch.cat([lq, hq])), dim=-1)
+            b = max(1, int(round(lq.shape[0] * self.hq_fraction)))  # clean crops used (cost)
+            emb = F.normalize(m.encode_base(torch.cat([lq, hq[:b]])), dim=-1)
             text = F.normalize(m.encode_text(self.caption_tokens), dim=-1)
             scale = m.clip.logit_scale.clamp(max=math.log(100.0)).exp()
             logits = scale * emb @ text.t()
-            targets = torch.cat([set_index, torch.zeros_like(set_index)])  # clean crops: caption 0
+            n = lq.shape[0]
+            targets = torch.cat([set_index, torch.zeros_like(set_index[:b])])  # clean crops: caption 0
             loss = F.cross_entropy(logits, targets)
-            sim = scale * emb[:b] @ emb[b:].t()
+            sim = scale * emb[:b] @ emb[n:].t()
             labels = torch.arange(b, device=lq.device)
             content = (F.cross_entropy(sim, labels) + F.cross_entropy(sim.t(), labels)) / 2
-            acc = (logits[:b].argmax(-1) == set_index).float().mean()
+            acc = (logits[:n].argmax(-1) == set_index).float().mean()
             return loss + self.content_weight * content, acc.detach()
 
     class ControlStage(nn.Module):
@@ -248,6 +255,8 @@ def train(recipe: DaClipRecipe, data: Path, out: Path, resume: bool = False, cli
     from engine.training.synthetic import SyntheticPairs, collate_pairs
 
     dist = setup_distributed()
+    if recipe.threads > 0:
+        torch.set_num_threads(recipe.threads)
     device = pick_device(recipe.device)
     if device.type == "cuda" and dist.enabled:
         device = torch.device("cuda", dist.local_rank)
@@ -289,7 +298,10 @@ def train(recipe: DaClipRecipe, data: Path, out: Path, resume: bool = False, cli
                     p.requires_grad_(False)
                 for p in model.clip.parameters():
                     p.requires_grad_(True)
-                inner = BaseStage(model, captions, recipe.base_content_weight).to(device)
+                # a random, frozen token embedding is enough for a fixed set of captions and
+                # spares the optimizer the 49408-row table
+                model.clip.token_embedding.weight.requires_grad_(recipe.train_token_embedding)
+                inner = BaseStage(model, captions, recipe.base_content_weight, recipe.base_hq_fraction).to(device)
                 lr, start, n_steps = recipe.base_lr, 0, recipe.base_steps
             else:
                 if step == recipe.base_steps and (state is None or state.get("stage") != "control"):

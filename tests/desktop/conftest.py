@@ -6,7 +6,6 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before any Qt import
 
-import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -69,42 +68,18 @@ def tiny_bundle(tmp_path_factory) -> Path:
 
 
 class EngineKit:
-    """How the window reaches a model in tests.
+    """How the window reaches the real engine in tests: ``factory(model_dir, device)`` builds a
+    :class:`engine.runtime.Restorer` on the tiny bundle; ``slow_tile`` makes a photo take many tiles."""
 
-    ``factory(model_dir, device)`` builds a restorer; ``slow_tile`` is a tile size that makes a
-    photo take many tiles (for cancel tests).
-    """
-
-    def __init__(self, factory, real: bool, slow_tile: int = 0, slow_factory=None):
-        self.factory, self.real, self.slow_tile = factory, real, slow_tile
-        self.slow_factory = slow_factory or factory
-
-
-def _real_engine_available() -> bool:
-    try:
-        import engine.batch  # noqa: F401
-        import engine.runtime  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    def __init__(self, factory, slow_tile: int):
+        self.factory, self.slow_tile = factory, slow_tile
 
 
 @pytest.fixture
-def engine_kit(monkeypatch, request) -> EngineKit:
-    """The real engine with the tiny bundle (a fake engine only while engine.batch is missing)."""
-    if _real_engine_available():
-        from engine.runtime import Restorer
+def engine_kit(tiny_bundle) -> EngineKit:
+    from engine.runtime import Restorer
 
-        bundle = request.getfixturevalue("tiny_bundle")
-        return EngineKit(lambda model_dir, device: Restorer(bundle, "cpu"), real=True, slow_tile=32)
-    from tests.desktop import fake_engine
-
-    monkeypatch.setitem(sys.modules, "engine.batch", fake_engine)
-    return EngineKit(
-        lambda model_dir, device: fake_engine.FakeRestorer(model_dir, device),
-        real=False,
-        slow_factory=lambda model_dir, device: fake_engine.FakeRestorer(model_dir, device, tile_seconds=0.2, tiles=50),
-    )
+    return EngineKit(lambda model_dir, device: Restorer(tiny_bundle, "cpu"), slow_tile=32)
 
 
 @pytest.fixture
@@ -122,10 +97,9 @@ def make_window(qtbot, store, engine_kit):
     windows = []
 
     def make(slow: bool = False, store_=None):
-        factory = engine_kit.slow_factory if slow else engine_kit.factory
-        if slow and engine_kit.slow_tile:
+        if slow:
             (store_ or store).set(tile=engine_kit.slow_tile)
-        w = MainWindow(store_ or store, restorer_factory=factory, devices=["auto", "cpu"])
+        w = MainWindow(store_ or store, restorer_factory=engine_kit.factory, devices=["auto", "cpu"])
         qtbot.addWidget(w)
         w.show()
         windows.append(w)

@@ -20,7 +20,8 @@ def panel(qtbot, tmp_path):
     p.resize(640, 420)
     p.show()
     qtbot.waitExposed(p)
-    comparison.set_images(before, after)
+    with qtbot.waitSignal(p.view.imagesLoaded):
+        comparison.set_images(before, after)
     return p
 
 
@@ -79,10 +80,26 @@ def test_mode_buttons(panel, qtbot):
     assert panel.comparison.mode == "split" and len(panel.view.panes()) == 1
 
 
+def test_a_newer_selection_wins_over_a_slow_older_one(qtbot, tmp_path):
+    comparison = Comparison()
+    p = ComparePanel(comparison)
+    qtbot.addWidget(p)
+    first = make_photo(tmp_path / "first.png", (30, 50), 4)
+    second = make_photo(tmp_path / "second.png", (60, 20), 5)
+    comparison.set_images(first, first)
+    with qtbot.waitSignal(p.view.imagesLoaded):
+        comparison.set_images(second, second)
+    p.view.wait_loaded()
+    qtbot.wait(50)
+    assert p.view.before.size().toTuple() == (20, 60)
+    assert "20×60" in p.caption.text()
+
+
 def test_missing_after_image_is_drawn_as_a_placeholder(qtbot, tmp_path):
     comparison = Comparison()
     p = ComparePanel(comparison)
     qtbot.addWidget(p)
-    comparison.set_images(make_photo(tmp_path / "x.png", (40, 40), 3), None)
+    with qtbot.waitSignal(p.view.imagesLoaded):
+        comparison.set_images(make_photo(tmp_path / "x.png", (40, 40), 3), None)
     assert p.view.after.isNull() and not p.view.before.isNull()
     p.view.grab()  # paints without error

@@ -64,8 +64,10 @@ def test_dropped_folder_is_restored_and_compared(qtbot, make_window, photo_folde
 
     window.table.selectRow(1)
     view = window.compare.view
-    qtbot.waitUntil(lambda: not view.before.isNull() and not view.after.isNull())
-    assert view.before.size().toTuple() == view.after.size().toTuple() == Image.open(photo_folder / "b.jpg").size
+    assert window.comparison.before == photo_folder / "b.jpg"
+    assert window.comparison.after == window.queue.jobs[1].output
+    expected = Image.open(photo_folder / "b.jpg").size
+    qtbot.waitUntil(lambda: view.before.size().toTuple() == view.after.size().toTuple() == expected)
 
     x0 = view.split_x()
     shown = view.image_rect(view.panes()[0])
@@ -139,10 +141,13 @@ def test_event_loop_answers_within_100ms_during_a_batch(qtbot, make_window, phot
     gaps: list[float] = []
     last = [time.perf_counter()]
 
+    shown: set[str] = set()
+
     def tick() -> None:
         now = time.perf_counter()
         gaps.append(now - last[0])
         last[0] = now
+        shown.add(window.eta_label.text())
 
     timer = QTimer()
     timer.setInterval(20)
@@ -155,6 +160,7 @@ def test_event_loop_answers_within_100ms_during_a_batch(qtbot, make_window, phot
     print(f"batch {time.perf_counter() - started:.2f} s, {len(gaps)} ticks, max gap {max(gaps) * 1000:.0f} ms")
     assert all(j.status == "done" for j in window.queue.jobs)
     assert len(gaps) >= 5
+    assert any("left" in text and "/3 photos" in text for text in shown), shown  # overall progress + ETA
     assert max(gaps) < 0.100, f"the event loop stalled for {max(gaps) * 1000:.0f} ms"
 
 
@@ -196,3 +202,34 @@ def test_errors_show_on_their_row_and_in_the_log(qtbot, make_window, photo_folde
     assert job.status == "failed" and "broken.png" in job.error
     assert "broken.png" in window.log_view.toPlainText()
     assert sum(j.status == "done" for j in window.queue.jobs) == 3
+
+
+def test_rerun_skips_finished_photos_and_keeps_their_degradations(qtbot, make_window, photo_folder, tmp_path,
+                                                                  store):
+    store.set(output_dir=str(tmp_path / "out"), overwrite="skip")
+    window = make_window()
+    window.add_paths([photo_folder])
+    run_to_end(qtbot, window)
+    first = {j.path: j.degradations_text() for j in window.queue.jobs}
+
+    again = make_window()  # a fresh window: the queue knows nothing about the earlier run
+    again.add_paths([photo_folder])
+    run_to_end(qtbot, again)
+    assert [j.status for j in again.queue.jobs] == ["skipped"] * 3
+    assert {j.path: j.degradations_text() for j in again.queue.jobs} == first
+
+
+def test_shortcuts_start_and_cancel(qtbot, make_window, photo_folder, tmp_path, store):
+    store.set(output_dir=str(tmp_path / "out"))
+    window = make_window(slow=True)
+    window.add_paths([photo_folder])
+    with qtbot.waitActive(window):  # window shortcuts fire in the active window only
+        window.activateWindow()
+    window.table.setFocus()
+    with qtbot.waitSignal(window.batchFinished, timeout=BATCH_TIMEOUT_MS):
+        qtbot.keyClick(window.table, Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier)
+        assert window.running
+        qtbot.keyClick(window.table, Qt.Key.Key_Escape)
+    assert "cancelled" in [j.status for j in window.queue.jobs]
+    assert window.start_action.shortcut().toString() == "Ctrl+R"
+    assert window.add_folder_action.shortcut().toString() == "Ctrl+Shift+O"

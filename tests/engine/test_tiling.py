@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from engine.tiling import axis_windows, blend_tile, pad_amount, plan_tiles, round_tile, tile_starts
+from engine.tiling import axis_windows, blend_tile, fit_tile, pad_amount, plan_tiles, round_tile, tile_starts
 
 
 @pytest.mark.parametrize("length,tile,overlap", [(512, 128, 32), (993, 512, 32), (100, 128, 32),
@@ -21,7 +21,7 @@ def test_windows_cover_and_sum_to_one(length, tile, overlap):
 def test_starts_first_at_zero_last_at_end_with_enough_overlap():
     starts = tile_starts(1000, 256, 32)
     assert starts[0] == 0 and starts[-1] == 1000 - 256
-    assert all(b - a <= 256 - 32 for a, b in zip(starts, starts[1:]))
+    assert all(b - a <= 256 - 32 for a, b in zip(starts[:-1], starts[1:], strict=True))
     assert tile_starts(200, 256, 32) == [0]
     with pytest.raises(ValueError):
         tile_starts(0, 256, 32)
@@ -40,12 +40,13 @@ def test_window_is_zero_at_inner_edges_and_one_at_image_border():
 def test_plan_blend_reassembles_an_identity():
     rng = np.random.default_rng(0)
     image = rng.random((300, 437, 3), dtype=np.float32)
-    plan = plan_tiles(300, 437, 128, 32)
-    assert len(plan) == len(tile_starts(300, 128, 32)) * len(tile_starts(437, 128, 32))
-    assert plan.processed_pixels > 300 * 437
+    plan = plan_tiles(300, 437, 128, 32, multiple=8)
+    assert len(plan) == len(tile_starts(300, 128, 32)) * len(tile_starts(437, 128, 32))  # no more tiles
+    assert (plan.tile_h, plan.tile_w) == (128, 120)  # but smaller ones, multiples of 8
+    assert 300 * 437 < plan.processed_pixels < len(plan) * 128 * 128
     out = np.zeros_like(image)
     for tile in plan.tiles:
-        assert (tile.height, tile.width) == (128, 128)
+        assert (tile.height, tile.width) == (128, 120)
         blend_tile(out, plan, tile, image[tile.y0:tile.y1, tile.x0:tile.x1])
     np.testing.assert_allclose(out, image, atol=1e-5)
 
@@ -54,6 +55,15 @@ def test_small_image_is_one_tile():
     plan = plan_tiles(50, 70, 256)
     assert len(plan) == 1 and (plan.tiles[0].height, plan.tiles[0].width) == (50, 70)
     np.testing.assert_allclose(plan.window(plan.tiles[0]), 1.0)
+
+
+def test_fit_tile_keeps_the_tile_count_and_shrinks_the_side():
+    assert fit_tile(1155, 640, 32, 16) == 608
+    assert fit_tile(500, 640, 32, 16) == 500
+    for length in range(257, 3000, 37):
+        side = fit_tile(length, 256, 32, 16)
+        assert side % 16 == 0 and side <= 256
+        assert len(tile_starts(length, side, 32)) == len(tile_starts(length, 256, 32))
 
 
 def test_rounding_helpers():

@@ -1,0 +1,87 @@
+"""``photomend eval --model MODEL_DIR --data SYNTH_DIR``: PSNR/SSIM per degradation combination."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("eval", help="evaluate a restorer on a `photomend synth` folder (Markdown + CSV)",
+                            description=__doc__.splitlines()[0].split(": ", 1)[1])
+    parser.add_argument("--model", type=Path, required=True, help="model folder (restorer + detector)")
+    parser.add_argument("--data", type=Path, required=True, help="folder made by `photomend synth`")
+    parser.add_argument("--ablation", type=Path, help="model folder of the unconditioned ablation restorer")
+    parser.add_argument("--daclip", type=Path, help="detector folder (default: --model)")
+    parser.add_argument("--steps", default="1", help="IR-SDE steps, or a comma list such as 1,4 (default 1)")
+    parser.add_argument("--limit", type=int, help="evaluate at most N pairs, spread over the combinations")
+    parser.add_argument("--out", type=Path, help="write REPORT_PREFIX.md and REPORT_PREFIX.csv")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed for steps > 1")
+    parser.set_defaults(func=run)
+
+
+def _parse_steps(text: str) -> list[int]:
+    from engine.cli import UsageError
+
+    try:
+        steps = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--steps: expected integers such as 1 or 1,4, got {text!r}") from None
+    if not steps or min(steps) < 1:
+        raise UsageError(f"--steps: expected positive integers, got {text!r}")
+    return steps
+
+
+def run(args) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from engine.cli import UsageError
+    from engine.detect import Detector
+    from engine.device import pick_device
+    from engine.evaluate import EvalDataError, evaluate, load_pairs, markdown_report, spread_subset, write_csv
+    from engine.models.serialization import ModelFileError
+    from engine.restoration import RestorationModel
+
+    steps_list = _parse_steps(args.steps)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        device = pick_device(args.device)
+        pairs = spread_subset(load_pairs(args.data), args.limit)
+        model = RestorationModel.from_dir(args.model, device)
+        detector = Detector.from_dir(args.daclip or args.model, device) if model.conditioned else None
+        ablation = RestorationModel.from_dir(args.ablation, device) if args.ablation else None
+        if ablation is not None and ablation.conditioned:
+            raise UsageError(f"{args.ablation}: the ablation restorer should be unconditioned")
+        if model.conditioned and detector.embed_dim != model.cond_dim:
+            raise UsageError(f"{args.daclip or args.model}: detector embed_dim {detector.embed_dim} does not "
+                             f"match the restorer's cond_dim {model.cond_dim}")
+    except (ModelFileError, EvalDataError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+
+    runs = [("model", model, detector)] + ([("ablation", ablation, None)] if ablation is not None else [])
+    results: dict[str, list] = {name: [] for name, _, _ in runs}
+    with tqdm(total=len(pairs) * len(steps_list) * len(runs), unit="pair", desc="eval", file=sys.stderr,
+              dynamic_ncols=True) as bar:
+        for steps in steps_list:
+            for name, m, det in runs:
+                try:
+                    results[name] += evaluate(m, pairs, steps, det, args.seed, progress=lambda e: bar.update(1))
+                except (EvalDataError, ValueError) as exc:
+                    raise UsageError(str(exc)) from None
+    report = []
+    for steps in steps_list:
+        main_rs = [r for r in results["model"] if r.steps == steps]
+        abl_rs = [r for r in results.get("ablation", []) if r.steps == steps] or None
+        report.append(markdown_report(main_rs, abl_rs, title=f"{args.model} on {args.data}"))
+    text = "\n".join(report)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_name(args.out.name + ".md").write_text(text, encoding="utf-8")
+        write_csv(args.out.with_name(args.out.name + ".csv"), results)
+        print(f"wrote {args.out}.md and {args.out}.csv")
+    return 0

@@ -1,0 +1,214 @@
+"""DA-CLIP model: zero-init identity, permutation-invariant loss, save/load, official checkpoint layout."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engine.models.daclip import (
+    DaClip,
+    DaClipConfig,
+    all_sets,
+    load_pretrained,
+    predicted_sets,
+    save_pretrained,
+    set_caption,
+    set_targets,
+    slot_set_loss,
+)
+from engine.models.official import load_official, official_to_project
+from engine.models.serialization import ModelFileError
+from engine.vocab import DEGRADATIONS, NONE, OFFICIAL_DACLIP_DEGRADATIONS
+
+TINY = "PhotoMend-ViT-Tiny-Test"
+
+
+@pytest.fixture(scope="module")
+def model() -> DaClip:
+    torch.manual_seed(0)
+    return DaClip(DaClipConfig.for_clip_model(TINY)).eval()
+
+
+def test_registered_configs_are_open_clip_models():
+    import open_clip
+
+    from engine.models.daclip import register_clip_configs
+
+    register_clip_configs()
+    assert {"PhotoMend-ViT-T12-96", TINY} <= set(open_clip.list_models())
+
+
+def test_fresh_controller_leaves_content_exactly_equal_to_frozen_encoder(model):
+    x = torch.rand(3, 3, model.image_size, model.image_size)
+    with torch.no_grad():
+        # a trained-looking controller body does not matter while the control linears are zero
+        for p in model.controller.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        content, slots = model.encode_image(x)
+        base = model.encode_base(x)
+    assert torch.equal(content, base)
+    assert slots.shape == (3, 2, model.embed_dim)
+    model.init_controller()
+
+
+def test_nonzero_control_changes_content(model):
+    x = torch.rand(2, 3, model.image_size, model.image_size)
+    m = DaClip(model.cfg).eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(m.zero_linears[0].weight, std=0.5)
+        content, _ = m.encode_image(x)
+        assert not torch.allclose(content, m.encode_base(x))
+
+
+def test_slot_loss_is_permutation_invariant():
+    torch.manual_seed(1)
+    logits = torch.randn(5, 2, 12)
+    targets = torch.randint(0, 12, (5, 2))
+    loss = slot_set_loss(logits, targets)
+    assert torch.allclose(loss, slot_set_loss(logits, targets.flip(1)))  # {a, b} == {b, a}
+    assert torch.allclose(loss, slot_set_loss(logits.flip(1), targets))  # slots swapped
+    # the min over assignments is never worse than the fixed assignment
+    fixed = (torch.nn.functional.cross_entropy(logits[:, 0], targets[:, 0], reduction="none")
+             + torch.nn.functional.cross_entropy(logits[:, 1], targets[:, 1], reduction="none")).mean() / 2
+    assert loss <= fixed + 1e-6
+
+
+def test_slot_loss_prefers_the_true_set_in_either_order():
+    classes = DaClipConfig().classes
+    t = set_targets([("hazy", "noisy")], classes)
+    good = torch.full((1, 2, len(classes)), -5.0)
+    good[0, 0, classes.index("noisy")] = 5.0
+    good[0, 1, classes.index("hazy")] = 5.0
+    bad = torch.full((1, 2, len(classes)), -5.0)
+    bad[0, 0, classes.index("noisy")] = 5.0
+    bad[0, 1, classes.index("rainy")] = 5.0
+    assert slot_set_loss(good, t) < 0.01 < slot_set_loss(bad, t)
+
+
+def test_targets_and_predicted_sets_are_order_free_and_none_filled():
+    classes = DaClipConfig().classes
+    assert classes[-1] == NONE and classes[:-1] == DEGRADATIONS
+    t = set_targets([(), ("noisy",), ("noisy", "hazy")], classes)
+    assert t[0].tolist() == [classes.index(NONE)] * 2
+    assert t[1].tolist() == [classes.index("noisy"), classes.index(NONE)]
+    with pytest.raises(ValueError):
+        set_targets([("noisy", "hazy", "rainy")], classes)
+    logits = torch.zeros(3, 2, len(classes))
+    for i, row in enumerate(t.tolist()):
+        for s, c in enumerate(reversed(row)):
+            logits[i, s, c] = 1.0
+    sets = predicted_sets(logits, classes)
+    assert sets == [frozenset(), frozenset({"noisy"}), frozenset({"hazy", "noisy"})]
+
+
+def test_captions_cover_every_set_once():
+    sets = all_sets(DEGRADATIONS)
+    assert len(sets) == 1 + 11 + 55 and sets[0] == ()
+    assert set_caption(("noisy", "hazy")) == set_caption(("hazy", "noisy")) == "a hazy and noisy photo"
+    assert set_caption(()) == "a clean photo"
+
+
+@pytest.mark.parametrize("dtype", [None, torch.float16])
+def test_save_load_round_trip(model, tmp_path, dtype):
+    with torch.no_grad():
+        model.zero_linears[1].weight.normal_(std=0.1)  # make the control path matter
+    save_pretrained(model, tmp_path, dtype=dtype)
+    assert (tmp_path / "detector.json").is_file() and (tmp_path / "detector.safetensors").is_file()
+    loaded = load_pretrained(tmp_path)
+    assert loaded.cfg == model.cfg
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    x = torch.rand(2, 3, model.image_size, model.image_size)
+    with torch.no_grad():
+        a, b = model(x), loaded(x)
+    tol = 0 if dtype is None else 2e-2
+    for u, v in zip(a, b, strict=True):
+        assert torch.allclose(u, v, atol=tol, rtol=tol)
+    model.init_controller()
+
+
+def test_load_refuses_wrong_architecture(model, tmp_path):
+    save_pretrained(model, tmp_path)
+    text = (tmp_path / "detector.json").read_text().replace("daclip-slots", "unet")
+    (tmp_path / "detector.json").write_text(text)
+    with pytest.raises(ModelFileError, match="architecture"):
+        load_pretrained(tmp_path)
+
+
+# ---------------------------------------------------------------- official DA-CLIP layout
+
+
+def official_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A state dict with exactly the key layout of the official ``DaCLIP`` module, at tiny size."""
+    import open_clip
+
+    from engine.models.daclip import clip_config
+
+    torch.manual_seed(seed)
+    clip = open_clip.CLIP(**clip_config(TINY))
+    sd = {f"clip.{k}": v.clone() for k, v in clip.state_dict().items()}
+    sd.update({f"visual.{k}": v.clone() for k, v in clip.visual.state_dict().items()})  # alias
+    width = clip.visual.conv1.out_channels
+    for k, v in clip.visual.state_dict().items():
+        if k.startswith("transformer."):
+            sd[f"visual_control.transformer.{k}"] = v + 0.01  # ControlTransformer wraps the original
+        else:
+            sd[f"visual_control.{k}"] = v + 0.01
+    for i in range(len(clip.visual.transformer.resblocks)):
+        sd[f"visual_control.transformer.zero_modules.{i}.weight"] = torch.zeros(width, width)
+        sd[f"visual_control.transformer.zero_modules.{i}.bias"] = torch.zeros(width)
+    sd["logit_scale"] = torch.tensor(4.6)
+    return sd
+
+
+def test_official_layout_loads_as_one_slot_model(tmp_path):
+    sd = official_state_dict()
+    path = tmp_path / "daclip_tiny.pt"
+    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in sd.items()}}, path)
+    m = load_official(path, head_width=16)
+    assert m.cfg.n_slots == 1 and m.cfg.vocabulary == OFFICIAL_DACLIP_DEGRADATIONS
+    assert m.cfg.classes == OFFICIAL_DACLIP_DEGRADATIONS  # no "none" prototype in the official model
+    assert torch.equal(m.slot_proj[0], sd["visual_control.proj"])
+    assert torch.equal(m.controller.transformer.resblocks[0].mlp.c_fc.weight,
+                       sd["visual_control.transformer.transformer.resblocks.0.mlp.c_fc.weight"])
+    assert torch.equal(m.clip.visual.conv1.weight, sd["clip.visual.conv1.weight"])
+    assert torch.equal(m.logit_scale, sd["logit_scale"])
+    x = torch.rand(2, 3, m.image_size, m.image_size)
+    with torch.no_grad():
+        content, slots, logits = m(x)
+        assert torch.equal(content, m.encode_base(x))  # zero modules: DA-CLIP's identity at init
+    assert slots.shape == (2, 1, m.embed_dim) and logits.shape == (2, 1, 10)
+
+
+def test_official_zero_modules_feed_the_frozen_encoder():
+    sd = official_state_dict()
+    sd["visual_control.transformer.zero_modules.1.weight"] = 0.05 * torch.randn_like(
+        sd["visual_control.transformer.zero_modules.1.weight"])
+    from engine.models.official import model_from_official_state_dict
+
+    m = model_from_official_state_dict(sd, head_width=16)
+    x = torch.rand(1, 3, m.image_size, m.image_size)
+    with torch.no_grad():
+        assert not torch.allclose(m.encode_image(x)[0], m.encode_base(x))
+
+
+def test_official_layout_errors_name_the_file(tmp_path):
+    sd = official_state_dict()
+    del sd["visual_control.transformer.zero_modules.0.bias"]
+    path = tmp_path / "broken.pt"
+    torch.save(sd, path)
+    with pytest.raises(ModelFileError, match="broken.pt"):
+        load_official(path, head_width=16)
+    bad = tmp_path / "pickle.pt"
+    torch.save({"obj": _Evil()}, bad)
+    with pytest.raises(ModelFileError, match="pickle.pt"):
+        load_official(bad)
+
+
+class _Evil:
+    """An arbitrary object: a weights-only load must refuse to unpickle it."""
+
+
+def test_official_key_mapping_drops_the_visual_alias():
+    mapped = official_to_project(official_state_dict())
+    assert not any(k.startswith("visual.") or k.startswith("visual_control.") for k in mapped)
+    assert mapped["slot_proj"].ndim == 3
