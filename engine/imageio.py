@@ -9,7 +9,7 @@ naming the file.
 Writing: :func:`save_image` writes pixels with the metadata of the input, atomically (a temporary
 file in the destination folder, then ``os.replace``), and never over the file it was read from.
 
-Output modes (decided here, documented in ``docs/ARCHITECTURE.md``):
+Output modes (decided here):
 
 * colour (RGB, RGBA, palette, CMYK, YCbCr, LAB...) → RGB, plus alpha where the input had it and the
   format can store it (PNG, WebP, TIFF, BMP; JPEG drops alpha). Palette images are not re-quantised.

@@ -32,8 +32,9 @@ from engine.tiling import DEFAULT_OVERLAP, TilePlan, blend_tile, plan_tiles, rou
 
 # Tile side bounds (pixels); the chosen side also respects the network's multiple.
 MIN_TILE, MAX_TILE_CPU, MAX_TILE_GPU = 128, 1024, 2048
-# Rough peak memory per tile pixel of a forward pass (activations, fp32) when the model gives none.
-DEFAULT_BYTES_PER_PIXEL = 12_000
+# Peak memory per tile pixel of a forward pass when the model gives none: the bundled U-Net measured
+# about 300-400 bytes (fp32, inference mode); a safety factor of 5 covers other bundles and steps > 1.
+DEFAULT_BYTES_PER_PIXEL = 2_000
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -134,6 +135,11 @@ class Restorer:
         self.model_dir = model_dir
         self.overlap = int(overlap)
         self._fingerprint: str | None = None
+        # channels-last convolutions are ~1.6x faster on CPU (oneDNN) and suit tensor cores on CUDA
+        self._channels_last = device.type in ("cpu", "cuda") and isinstance(getattr(model, "net", None),
+                                                                             torch.nn.Module)
+        if self._channels_last:
+            model.net.to(memory_format=torch.channels_last)
 
     # -- information ------------------------------------------------------------------------
     @property
@@ -232,6 +238,8 @@ class Restorer:
                     cancel.raise_if_cancelled()
                 lq = torch.from_numpy(np.ascontiguousarray(image[tile.y0:tile.y1, tile.x0:tile.x1]))
                 lq = lq.permute(2, 0, 1).unsqueeze(0).to(self.device)
+                if self._channels_last:
+                    lq = lq.contiguous(memory_format=torch.channels_last)
                 generator = None
                 if options.steps > 1:
                     generator = torch.Generator(device=self.device)

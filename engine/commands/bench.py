@@ -93,6 +93,7 @@ def run_worker(image: Path, steps: int, device: str, tile: int | None, model: Pa
     restorer.model.predict = timed_predict
     options = RestoreOptions(steps=steps, tile=tile)
     with tempfile.TemporaryDirectory() as tmp:
+        cpu0 = time.process_time()
         t1 = time.perf_counter()
         loaded = load_image(image)
         t2 = time.perf_counter()
@@ -103,6 +104,7 @@ def run_worker(image: Path, steps: int, device: str, tile: int | None, model: Pa
         t4 = time.perf_counter()
         save_image(pixels, Path(tmp) / "out.jpg", format="jpeg", quality=95, metadata=loaded)
         t5 = time.perf_counter()
+        cpu_s = time.process_time() - cpu0
         del pixels
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     if sys.platform == "darwin":
@@ -127,7 +129,8 @@ def run_worker(image: Path, steps: int, device: str, tile: int | None, model: Pa
         "load_model_s": round(t_load, 2), "read_s": round(t2 - t1, 2), "detect_s": round(t3 - t2, 2),
         "restore_s": round(t4 - t3, 2), "save_s": round(t5 - t4, 2), "total_s": round(total, 2),
         "forward_s": round(forward["seconds"], 2), "forward_calls": forward["calls"],
-        "mp_per_s": round(mp / total, 3),
+        "mp_per_s": round(mp / total, 3), "cpu_s": round(cpu_s, 1),
+        "cpu_share": round(cpu_s / total / max(torch.get_num_threads(), 1), 2),
         "bare_tile_s": round(bare_seconds, 3),
         "bare_mp_per_s": round(side.height * side.width / 1e6 / bare_seconds, 3),
         "overhead_pct": round(100 * (total - forward["seconds"]) / total, 1),
@@ -181,18 +184,21 @@ def markdown(results: list[dict], machine: dict, command: str, model: str) -> st
         "spent inside the restoration network's calls; *overhead* is everything else "
         "(decoding, detection, tiling, blending, encoding) as a share of the total; *overhead w/o "
         "detect* leaves the detector's time out. *bare MP/s* is the same network on one tile "
-        "in a loop. Model loading is listed apart (once per batch).",
+        "in a loop. Model loading is listed apart (once per batch). *CPU s* is the process's CPU time "
+        "from read to write and *CPU share* = CPU s / (total s × torch threads): below 1 the process "
+        "waited for cores taken by other jobs, so on an idle machine the total would be about "
+        "total × CPU share.",
         "",
         "| MP | size | tile × n | total s | MP/s | forward s | bare MP/s | overhead | overhead w/o detect "
-        "| read s | detect s | save s | load model s | peak RSS MB |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| read s | detect s | save s | load model s | CPU s | CPU share | peak RSS MB |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r['megapixels']} | {r['width']}×{r['height']} | {r['tile']} × {r['tiles']} | {r['total_s']} "
             f"| {r['mp_per_s']} | {r['forward_s']} | {r['bare_mp_per_s']} | {r['overhead_pct']}% "
             f"| {r['overhead_wo_detect_pct']}% | {r['read_s']} | {r['detect_s']} | {r['save_s']} "
-            f"| {r['load_model_s']} | {r['peak_rss_mb']} |")
+            f"| {r['load_model_s']} | {r['cpu_s']} | {r['cpu_share']} | {r['peak_rss_mb']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -238,7 +244,23 @@ def run(args) -> int:
     text = markdown(results, machine, command.strip(), str(model))
     print(text)
     if not args.no_write:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text, encoding="utf-8")
+        write_results(args.out, text)
         print(f"bench: wrote {args.out}", file=sys.stderr)
     return 0
+
+
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def write_results(path: Path, text: str) -> None:
+    """Replace the text between the bench markers of ``path`` (notes around them are kept)."""
+    block = f"{START}\n{text}{END}\n"
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if START in old and END in old:
+        head, rest = old.split(START, 1)
+        tail = rest.split(END, 1)[1].lstrip("\n")
+        new = head + block + ("\n" + tail if tail else "")
+    else:
+        new = block + ("\n" + old if old else "")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(new, encoding="utf-8")

@@ -35,9 +35,9 @@ class RestorerRecipe:
     ``deterministic_fraction``: share of samples trained at the one-step input (t = T, x_T = mu).
     ``val_dir``: clean validation photos ("" = the ``val`` folder beside ``--data``).
     ``threads``: torch CPU threads (0 = torch's default).
-    ``loss``: ``mse`` (the batch MSE on x0, as in the study) or ``log_mse`` (each image's MSE on x0,
-    averaged in the log domain: it maximises the mean PSNR, so dark or hazy images with huge errors
-    do not drown the nearly clean ones).
+    ``loss``: ``mse`` (the batch MSE on x0, as in the study) or ``relative_mse`` (each image's MSE on
+    x0 divided by its input's MSE plus 1e-3, a fixed per-image weight: dark or hazy crops with huge
+    errors do not drown the nearly clean ones, which mean PSNR counts equally).
     """
 
     unet: UNetConfig = field(default_factory=UNetConfig)
@@ -55,7 +55,7 @@ class RestorerRecipe:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     deterministic_fraction: float = 0.5
-    loss: str = "log_mse"
+    loss: str = "relative_mse"
     val_dir: str = ""
     val_images: int = 48
     val_crop: int = 128
@@ -147,16 +147,16 @@ def _batches(stream: Iterator, batch_size: int) -> Iterator[dict]:
         yield collate_pairs([next(stream) for _ in range(batch_size)])
 
 
-def x0_loss(pred, target, kind: str):
-    """MSE on the predicted clean image: over the batch (``mse``) or per image in log space (``log_mse``)."""
-    import torch
-
+def x0_loss(pred, target, lq, kind: str):
+    """MSE on the predicted clean image, over the batch (``mse``) or weighted per image by the inverse
+    of its input's error (``relative_mse``; the weight depends on the LQ crop only, not on ``t``)."""
     per_image = (pred - target).pow(2).flatten(1).mean(1)
     if kind == "mse":
         return per_image.mean()
-    if kind == "log_mse":
-        return torch.log10(per_image + 1e-5).mean()  # -PSNR/10, floor at 50 dB
-    raise ValueError(f"unknown loss {kind!r} (mse, log_mse)")
+    if kind == "relative_mse":
+        weight = 1.0 / ((lq - target).pow(2).flatten(1).mean(1) + 1e-3)  # floor: inputs above 30 dB
+        return (per_image * weight / weight.mean()).mean()
+    raise ValueError(f"unknown loss {kind!r} (mse, relative_mse)")
 
 
 def lr_factor(step: int, recipe: RestorerRecipe) -> float:
@@ -282,7 +282,7 @@ def train(recipe: RestorerRecipe, data_dir: Path, val_dir: Path, out_dir: Path, 
             x_t = torch.where(one_step[:, None, None, None], lq, x_t)  # exact one-step inference input
             with autocast(dev, recipe.amp):
                 pred = ddp_net(x_t, lq, sched.network_time(t), cond)
-            loss = x0_loss(pred.float(), hq, recipe.loss)
+            loss = x0_loss(pred.float(), hq, lq, recipe.loss)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if recipe.grad_clip > 0:

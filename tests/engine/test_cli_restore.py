@@ -126,3 +126,15 @@ def test_self_test_fails_without_a_model(tmp_path, tiny_bundle, monkeypatch, cap
     monkeypatch.setenv("PHOTOMEND_RESOURCES", str(res))
     assert main(["--self-test"]) == 1
     assert "FAILED" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_writes_its_table_and_keeps_notes(tmp_path, tiny_bundle, capsys):  # noqa: F811
+    out = tmp_path / "PERF.md"
+    out.write_text("## Notes\nkept\n")
+    assert main(["bench", "--sizes", "0.05", "--model", str(tiny_bundle), "--device", "cpu",
+                 "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| MP | size |" in text and "peak RSS" in text and "## Notes\nkept" in text
+    row = [line for line in text.splitlines() if line.startswith("| 0.05")][0]
+    assert int(row.rstrip(" |").split("|")[-1]) > 0  # a peak RSS was measured

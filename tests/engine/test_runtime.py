@@ -211,3 +211,25 @@ def test_bundle_loads_with_info_card_and_fingerprint(tiny_bundle):
 def test_missing_bundle_is_a_clear_error(tmp_path):
     with pytest.raises(ModelNotFoundError, match="not a model bundle"):
         Restorer(tmp_path, device="cpu")
+
+
+@pytest.mark.slow
+def test_bundled_model_tiled_matches_untiled_on_a_sample():
+    """The shipped model on the shipped 512x512 sample: tiles of 256 versus one tile."""
+    from skimage import data
+
+    from engine.imageio import read_rgb
+    from engine.resources import has_bundled_model, samples_dir
+
+    if not has_bundled_model():
+        pytest.skip("no trained model bundled in resources/models/default yet")
+    clean = data.astronaut().astype(np.float32) / 255.0
+    noisy = read_rgb(samples_dir() / "astronaut.jpg")
+    assert noisy.shape == clean.shape == (512, 512, 3)
+    restorer = Restorer(device="cpu")
+    prepared = restorer.prepare(noisy, RestoreOptions())
+    untiled = restorer.restore_prepared(noisy, prepared, RestoreOptions(tile=512))
+    tiled = restorer.restore_prepared(noisy, prepared, RestoreOptions(tile=256))
+    assert len(restorer.plan(512, 512, RestoreOptions(tile=256))) == 9
+    assert abs(psnr(tiled, clean) - psnr(untiled, clean)) < 0.05
+    assert psnr(tiled, untiled) > 40

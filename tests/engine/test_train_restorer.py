@@ -14,7 +14,7 @@ from engine.models.unet import UNetConfig
 from engine.restoration import RestorationModel
 from engine.sde import IRSDEConfig
 from engine.training.common import load_trainer_state
-from engine.training.restorer import RestorerRecipe, lr_factor, train
+from engine.training.restorer import RestorerRecipe, lr_factor, train, x0_loss
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_UNET = UNetConfig(base_channels=8, channel_mult=(1, 2, 4), attention_levels=(2,), attention_heads=2,
@@ -75,6 +75,19 @@ def test_lr_schedule_warmup_then_cosine():
     assert lr_factor(10, r) == pytest.approx(1.0)
     assert lr_factor(100, r) == pytest.approx(0.1)
     assert lr_factor(40, r) > lr_factor(70, r)
+
+
+def test_losses():
+    hq = torch.zeros(2, 3, 4, 4)
+    lq = torch.stack([torch.full((3, 4, 4), 0.5), torch.full((3, 4, 4), 0.01)])  # input MSE 0.25 and 1e-4
+    pred = lq / 2  # halves each error
+    assert x0_loss(pred, hq, lq, "mse") == pytest.approx((0.0625 + 0.25e-4) / 2)
+    # relative: the nearly clean image weighs ~227x more than the dark one
+    w = torch.tensor([1 / 0.251, 1 / 0.0011])
+    expected = (torch.tensor([0.0625, 0.25e-4]) * w / w.mean()).mean()
+    assert x0_loss(pred, hq, lq, "relative_mse") == pytest.approx(float(expected), rel=1e-5)
+    with pytest.raises(ValueError, match="loss"):
+        x0_loss(pred, hq, lq, "l7")
 
 
 def test_tiny_conditioned_run_improves_validation_psnr(photos, detector_dir, tmp_path):

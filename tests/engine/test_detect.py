@@ -1,0 +1,182 @@
+"""Detector API (conditions for the restorer, full-size analysis), `photomend detect` and its evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine.api import Detection
+from engine.cli import main as cli_main
+from engine.detect import Detector, crop_boxes
+from engine.detect_eval import DetectionReport
+from engine.models.daclip import DaClip, DaClipConfig, save_pretrained
+from engine.vocab import DEGRADATIONS, NONE, PHYSICAL_ORDER
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    m = DaClip(DaClipConfig.for_clip_model("PhotoMend-ViT-Tiny-Test"))
+    with torch.no_grad():  # a controller that is not the identity, so slots differ per image
+        for lin in m.zero_linears:
+            lin.weight.normal_(std=0.05)
+        m.slot_proj.normal_(std=0.3)
+    d = tmp_path_factory.mktemp("model")
+    save_pretrained(m, d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def detector(model_dir) -> Detector:
+    return Detector.from_dir(model_dir, n_crops=4)
+
+
+def _photo(h=120, w=90, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    base = np.stack([yy, xx, 0.5 * (yy + xx)], axis=-1)
+    return np.clip(base + 0.05 * rng.standard_normal((h, w, 3)), 0, 1).astype(np.float32)
+
+
+def test_detector_attributes(detector):
+    assert detector.embed_dim == 32
+    assert detector.vocabulary == DEGRADATIONS
+    assert detector.classes[-1] == NONE
+
+
+def test_condition_batch_shape_norm_and_canonical_order(detector):
+    images = torch.rand(6, 3, 48, 40)  # not the model size: resized inside
+    cond = detector.condition_batch(images)
+    assert cond.shape == (6, 3, detector.embed_dim)
+    assert torch.allclose(cond.norm(dim=-1), torch.ones(6, 3), atol=1e-5)
+    _, _, probs = detector._encode(images)
+    labels = [[detector.classes[i] for i in row] for row in probs.argmax(-1).tolist()]
+    key = {n: i for i, n in enumerate(PHYSICAL_ORDER + (NONE,))}
+    for a, b in labels:
+        assert key[a] <= key[b]  # physical order, none last
+    assert not torch.is_grad_enabled() or not cond.requires_grad
+
+
+def test_condition_batch_is_deterministic_and_per_image(detector):
+    images = torch.rand(3, 3, 32, 32)
+    a = detector.condition_batch(images)
+    b = detector.condition_batch(images[[2, 0, 1]])
+    assert torch.allclose(a[[2, 0, 1]], b, atol=1e-5)
+
+
+def test_analyze_small_and_large_photos(detector):
+    for h, w in ((20, 30), (120, 90), (400, 700)):
+        result = detector.analyze(_photo(h, w))
+        assert result.condition.shape == (3, detector.embed_dim)
+        assert result.condition.device.type == "cpu"
+        assert isinstance(result.detection, Detection)
+        assert set(result.detection.scores) == set(DEGRADATIONS)
+        assert all(0.0 <= p <= 1.0 for p in result.detection.scores.values())
+        scores = [result.detection.scores[n] for n in result.detection.degradations]
+        assert scores == sorted(scores, reverse=True) and len(scores) <= 2
+        assert all(s >= 0.5 for s in scores)
+
+
+def test_detection_rule_thresholds_and_orders(detector):
+    score = torch.zeros(len(DEGRADATIONS))
+    score[DEGRADATIONS.index("noisy")] = 0.7
+    score[DEGRADATIONS.index("hazy")] = 0.9
+    score[DEGRADATIONS.index("rainy")] = 0.6
+    score[DEGRADATIONS.index("snowy")] = 0.4
+    det = detector._detection(score)
+    assert det.degradations == ("hazy", "noisy")  # top two above 0.5, most probable first
+    assert det.as_set() == frozenset({"noisy", "hazy"})
+    assert detector._detection(torch.full((len(DEGRADATIONS),), 0.2)).degradations == ()
+
+
+def test_condition_for_uses_prototypes_in_physical_order(detector):
+    img = _photo()
+    cond = detector.condition_for(img, ("noisy", "hazy"))
+    protos = detector.prototypes.cpu()
+    assert torch.allclose(cond[1], protos[detector.classes.index("hazy")])
+    assert torch.allclose(cond[2], protos[detector.classes.index("noisy")])
+    single = detector.condition_for(img, ("noisy",))
+    assert torch.allclose(single[2], protos[detector.classes.index(NONE)])
+    assert torch.allclose(single[0], cond[0])  # content from the image only
+    assert torch.allclose(cond[0], detector.analyze(img).condition[0], atol=1e-6)
+    with pytest.raises(ValueError):
+        detector.condition_for(img, ("noisy", "hazy", "rainy"))
+    with pytest.raises(ValueError):
+        detector.condition_for(img, ("sepia",))
+
+
+def test_crop_boxes_stay_inside():
+    boxes = crop_boxes(300, 500, 96, 8)
+    assert 1 <= len(boxes) <= 8 and len(set(boxes)) == len(boxes)
+    assert all(0 <= y <= 300 - 96 and 0 <= x <= 500 - 96 for y, x in boxes)
+    assert crop_boxes(50, 500, 96, 8) == []
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _write(path, arr):
+    Image.fromarray((arr * 255).astype(np.uint8)).save(path)
+
+
+def test_cli_detect_json_folder_and_bad_file(model_dir, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    _write(folder / "a.png", _photo(64, 80, 1))
+    _write(folder / "b.jpg", _photo(100, 60, 2))
+    (folder / "broken.png").write_bytes(b"not a png")
+    code = cli_main(["detect", str(folder), "--json", "--model", str(model_dir)])
+    out, err = capsys.readouterr()
+    assert code == 1
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [r["path"].rsplit("/", 1)[-1] for r in lines] == ["a.png", "b.jpg"]
+    for r in lines:
+        assert set(r) == {"path", "degradations", "scores"}
+        assert NONE not in r["degradations"] and set(r["scores"]) == set(DEGRADATIONS)
+    assert "broken.png" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_detect_text_and_missing_model(model_dir, tmp_path, capsys):
+    _write(tmp_path / "a.png", _photo(50, 50))
+    assert cli_main(["detect", str(tmp_path / "a.png"), "--model", str(model_dir)]) == 0
+    assert capsys.readouterr().out.startswith(str(tmp_path / "a.png") + ": ")
+    assert cli_main(["detect", str(tmp_path / "a.png"), "--model", str(tmp_path / "nope")]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_cli_eval_reads_synth_labels(model_dir, tmp_path, capsys):
+    (tmp_path / "lq").mkdir()
+    records = [("x.png", ["hazy", "noisy"]), ("y.png", []), ("z.png", ["rainy"])]
+    with open(tmp_path / "labels.jsonl", "w") as fh:
+        for i, (name, degs) in enumerate(records):
+            _write(tmp_path / "lq" / name, _photo(60, 60, i))
+            fh.write(json.dumps({"file": f"lq/{name}", "hq": f"hq/{name}", "degradations": degs}) + "\n")
+    report = tmp_path / "report.md"
+    assert cli_main(["detect", "--eval", str(tmp_path), "--model", str(model_dir), "--report", str(report)]) == 0
+    text = report.read_text()
+    assert "Images: 3." in text and "Exact-set accuracy" in text and "| true \\ detected |" in text
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_report_metrics():
+    r = DetectionReport(vocabulary=("hazy", "noisy", "rainy"))
+    r.add(["hazy", "noisy"], ["noisy", "hazy"])  # order-free: exact
+    r.add([], [])  # clean
+    r.add(["rainy"], ["rainy", "noisy"])  # one false positive
+    r.add(["noisy"], [])  # one miss
+    assert r.exact_accuracy == 0.5
+    per = r.per_type()
+    assert per["hazy"]["f1"] == 1.0
+    assert per["noisy"]["precision"] == 0.5 and per["noisy"]["recall"] == 0.5
+    assert per["rainy"]["f1"] == 1.0
+    assert r.mean_f1 == pytest.approx((1 + 0.5 + 1) / 3)
+    labels, mat = r.confusion()
+    assert mat[labels.index("noisy"), labels.index(NONE)] == 1
+    assert mat[labels.index(NONE), labels.index(NONE)] == 1
+    assert "clean" in r.to_markdown()

@@ -1,0 +1,160 @@
+"""DA-CLIP training: learning signal, checkpoints, resume, the CLI and DDP through torchrun (gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine.models.daclip import DaClip, DaClipConfig, load_pretrained, predicted_sets, set_targets
+from engine.training.daclip import DaClipRecipe, _stage_modules, train
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = dict(clip_model="PhotoMend-ViT-Tiny-Test", crop=32, batch_size=8, base_steps=2, control_steps=2,
+            checkpoint_every=2, log_every=1, warmup_steps=1, threads=1)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    import skimage.data
+
+    d = tmp_path_factory.mktemp("clean")
+    for name in ("astronaut", "chelsea", "coffee"):
+        im = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+        im.thumbnail((96, 96))
+        im.save(d / f"{name}.png")
+    return d
+
+
+def test_controller_learns_degradations_well_above_chance():
+    """The control stage (permutation-invariant slot loss) separates clean / noisy / dark / both."""
+    from engine.degradations import apply_degradations
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    model = DaClip(DaClipConfig.for_clip_model("PhotoMend-ViT-Tiny-Test"))
+    model.freeze_clip()
+    _, ControlStage = _stage_modules()
+    stage = ControlStage(model, content_weight=0.1, content_fraction=0.5)
+    yy, xx = np.mgrid[0:32, 0:32] / 32.0
+    combos = [(), ("noisy",), ("low-light",), ("low-light", "noisy")]
+
+    def batch(n):
+        hq, lq, names = [], [], []
+        for i in range(n):
+            phase = rng.uniform(0, 6.28)
+            img = np.stack([0.5 + 0.3 * np.sin(6 * xx + phase), 0.5 + 0.3 * np.cos(5 * yy + phase),
+                            0.4 + 0.2 * xx], -1).astype(np.float32)
+            combo = combos[i % len(combos)]
+            out, _ = apply_degradations(img, combo, rng)
+            hq.append(torch.from_numpy(img).permute(2, 0, 1))
+            lq.append(torch.from_numpy(out).permute(2, 0, 1))
+            names.append(combo)
+        return torch.stack(lq), torch.stack(hq), names
+
+    test_lq, _, test_names = batch(64)
+
+    def accuracy():
+        with torch.no_grad():
+            _, _, logits = model(test_lq)
+        pred = predicted_sets(logits, model.cfg.classes)
+        return np.mean([p == frozenset(t) for p, t in zip(pred, test_names, strict=True)])
+
+    before = accuracy()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
+    for _ in range(120):
+        lq, hq, names = batch(16)
+        loss, _ = stage(lq, hq, set_targets(names, model.cfg.classes), [frozenset(n) for n in names])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = accuracy()
+    assert after >= 0.75 > before + 0.2, (before, after)  # chance: 1 in 4 sets (or far less)
+
+
+def _recipe(**changes) -> DaClipRecipe:
+    return DaClipRecipe(**{**TINY, **changes})
+
+
+def test_train_writes_checkpoint_log_and_detector(photos, tmp_path):
+    seen = []
+    result = train(_recipe(), photos, tmp_path / "run", export=tmp_path / "export",
+                   on_step=lambda s, m: seen.append((s, m["stage"])))
+    assert seen == [(1, "base"), (2, "base"), (3, "control"), (4, "control")]
+    assert result["steps"] == 4
+    for name in ("checkpoint.safetensors", "checkpoint.json", "trainer_state.pt", "log.jsonl",
+                 "model/detector.json", "model/detector.safetensors"):
+        assert (tmp_path / "run" / name).is_file(), name
+    logs = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logs] == [1, 2, 3, 4] and all(np.isfinite(r["loss"]) for r in logs)
+    model = load_pretrained(tmp_path / "export")
+    assert model.cfg.n_slots == 2 and model.cfg.clip_model == "PhotoMend-ViT-Tiny-Test"
+
+
+def test_resume_continues_an_interrupted_run(photos, tmp_path):
+    run = tmp_path / "run"
+
+    def interrupt(step, metrics):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_recipe(control_steps=4), photos, run, on_step=interrupt)
+    state = torch.load(run / "trainer_state.pt", weights_only=True)
+    assert state["step"] == 2 and state["stage"] == "base"
+    from safetensors.torch import load_file
+
+    saved = load_file(run / "checkpoint.safetensors")
+    steps = []
+    result = train(_recipe(control_steps=4), photos, run, resume=True, on_step=lambda s, m: steps.append(s))
+    assert steps == [3, 4, 5, 6] and result["steps"] == 6
+    # the base CLIP trained before the interruption is the one the controller stage froze
+    final = load_pretrained(run / "model")
+    w = "clip.visual.transformer.resblocks.0.mlp.c_fc.weight"
+    assert torch.allclose(final.state_dict()[w], saved[w].float(), atol=1e-3)
+    assert torch.load(run / "trainer_state.pt", weights_only=True)["step"] == 6
+
+
+def test_resume_after_the_last_step_does_nothing(photos, tmp_path):
+    run = tmp_path / "run"
+    train(_recipe(), photos, run)
+    steps = []
+    assert train(_recipe(), photos, run, resume=True, on_step=lambda s, m: steps.append(s))["steps"] == 4
+    assert steps == []
+
+
+def test_cli_train_and_usage_errors(photos, tmp_path):
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in TINY.items()) + "\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "engine", "train", "daclip", "--config", str(recipe), "--data", str(photos),
+           "--out", str(tmp_path / "run"), "--steps", "2", "--no-progress"]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "detector written to" in done.stdout
+    bad = subprocess.run(cmd[:-6] + ["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r2")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "missing" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_ddp_with_torchrun_gloo_two_processes(photos, tmp_path):
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in TINY.items()) + "\n")
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "engine", "train", "daclip",
+           "--config", str(recipe), "--data", str(photos), "--out", str(tmp_path / "run"), "--no-progress",
+           "--device", "cpu"]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("detector written to") == 1  # only rank 0 writes and reports
+    logs = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logs] == [1, 2, 3, 4]
+    assert load_pretrained(tmp_path / "run" / "model").cfg.n_slots == 2
