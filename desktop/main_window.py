@@ -128,7 +128,7 @@ class MainWindow(QMainWindow):
         w.log.connect(self.log)
         w.finished.connect(self._on_finished)
         w.failed.connect(self._on_failed)
-        self.table.selectionModel().currentRowChanged.connect(lambda *_: self.show_selected())
+        self.table.selectionModel().currentRowChanged.connect(self._on_current_row)
         self.override.list.itemChanged.connect(self._on_override_checked)
         self.override.detected_button.clicked.connect(self._use_detected)
         self.override.restore_button.clicked.connect(self.restore_selected_again)
@@ -419,6 +419,11 @@ class MainWindow(QMainWindow):
                 self.show_selected()
             elif job.override is None:
                 self._show_override(job)
+
+    def _on_current_row(self, current, _previous) -> None:
+        if current.isValid():
+            self.table.scrollTo(current)
+        self.show_selected()
 
     def show_selected(self) -> None:
         """Show the current row's before/after and its degradations."""

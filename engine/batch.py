@@ -30,6 +30,7 @@ from engine.api import Cancelled, CancelToken, ProgressEvent, RestoreOptions
 from engine.imageio import (
     FORMATS,
     IMAGE_SUFFIXES,
+    default_file_mode,
     load_image,
     normalize_format,
     save_image,
@@ -205,6 +206,7 @@ class Manifest:
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
+            os.chmod(tmp, default_file_mode())
             os.replace(tmp, self.path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -42,6 +42,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 DEFAULT_MAX_PIXELS = 200_000_000  # guards against decompression bombs
+# Pillow's own guard (a warning above 89 MP, an error above twice that) would refuse a legitimate
+# 100 MP photo; our limit is checked on the header instead, and Pillow's is raised to match it.
+Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, DEFAULT_MAX_PIXELS)
 
 # Output formats and their canonical suffix.
 FORMATS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "tiff": ".tif", "bmp": ".bmp"}
@@ -73,6 +76,9 @@ def _one_line(exc: BaseException) -> str:
 
 def _open_checked(path: Path, max_pixels: int) -> Image.Image:
     """``Image.open`` with the pixel limit checked on the header (nothing decoded yet)."""
+    if path.exists() and not path.is_dir() and not path.is_file():
+        # a FIFO, socket or device named like a photo: opening it would block or never end
+        raise ImageReadError(f"{path}: not a regular file (a pipe, socket or device)")
     im = Image.open(path)
     w, h = im.size
     if w * h > max_pixels:
@@ -525,7 +531,7 @@ def save_image(image: LoadedImage | np.ndarray, path: str | Path, format: str | 
             _encode(fh, arr, fmt, bits, gray, alpha is not None, quality, exif, icc, dpi, meta.xmp)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
@@ -535,10 +541,11 @@ def save_image(image: LoadedImage | np.ndarray, path: str | Path, format: str | 
     return path
 
 
-def _umask() -> int:
+def default_file_mode() -> int:
+    """The mode a plain ``open(..., "w")`` would give (temporary files start private)."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
 
 
 def _encode(fh, arr, fmt, bits, gray, has_alpha, quality, exif, icc, dpi, xmp) -> None:

@@ -139,10 +139,17 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int = DEFAULT_OVERLA
                     tuple(w for _, w in rows), tuple(w for _, w in cols))
 
 
-def blend_tile(out: np.ndarray, plan: TilePlan, tile: Tile, pixels: np.ndarray) -> None:
-    """Add ``pixels`` (``float32 (h, w, 3)``, the restored tile) into ``out`` with its window."""
+def blend_tile(out: np.ndarray, plan: TilePlan, tile: Tile, pixels: np.ndarray, in_place: bool = False) -> None:
+    """Add ``pixels`` (``float32 (h, w, 3)``, the restored tile) into ``out`` with its window.
+
+    ``in_place=True`` lets it scale ``pixels`` itself instead of a temporary copy.
+    """
     region = out[tile.y0:tile.y1, tile.x0:tile.x1]
-    region += pixels * plan.window(tile)
+    if in_place and pixels.flags.writeable:
+        pixels *= plan.window(tile)
+        region += pixels
+    else:
+        region += pixels * plan.window(tile)
 
 
 def pad_amount(size: int, multiple: int) -> int:

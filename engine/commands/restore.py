@@ -91,11 +91,14 @@ def build_report(results, settings_record: dict, model: dict, seconds: float) ->
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
+    from engine.imageio import default_file_mode
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2)
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

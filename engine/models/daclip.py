@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+import math
 from pathlib import Path
 
 import torch
@@ -192,7 +193,8 @@ class DaClip(nn.Module):
         """Make the controller a copy of the frozen image tower and zero the control linears.
 
         Slot projections start from the tower's projection; slots after the first get a little
-        noise so that the two slots can specialise.
+        noise so that the two slots can specialise. The slot logit scale starts at 100, the value
+        a trained CLIP reaches (a scalar learns too slowly to get there in a short run).
         """
         visual = self.clip.visual
         state = {k: v for k, v in visual.state_dict().items() if k != "proj"}
@@ -203,12 +205,17 @@ class DaClip(nn.Module):
         base = visual.proj.detach()
         for s in range(self.cfg.n_slots):
             self.slot_proj[s].copy_(base + (slot_noise * base.std() * torch.randn_like(base) if s else 0.0))
-        self.logit_scale.copy_(self.clip.logit_scale.detach())
+        self.logit_scale.fill_(math.log(100.0))
 
-    def freeze_clip(self) -> None:
-        """Freeze the base CLIP (both towers); only the controller side stays trainable."""
+    def freeze_clip(self, keep_text_trainable: bool = False) -> None:
+        """Freeze the base CLIP; only the controller side (and, if asked, the text tower without
+        its token table, so the prototypes can move apart) stays trainable."""
         for p in self.clip.parameters():
             p.requires_grad_(False)
+        if keep_text_trainable:
+            for name, p in self.clip.named_parameters():
+                if not name.startswith("visual.") and name not in ("token_embedding.weight", "logit_scale"):
+                    p.requires_grad_(True)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)

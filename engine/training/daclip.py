@@ -52,6 +52,7 @@ class DaClipRecipe:
     control_lr: float = 3e-4
     content_weight: float = 0.5
     content_fraction: float = 0.25
+    control_trains_text: bool = True
     weight_decay: float = 0.05
     warmup_steps: int = 100
     grad_clip: float = 1.0
@@ -189,8 +190,7 @@ def _stage_modules():
 
         def forward(self, lq, hq, targets, true_sets):
             m = self.model
-            with torch.no_grad():
-                protos = m.prototypes()
+            protos = m.prototypes()
             hiddens, slots = m.control(lq)
             logits = m.slot_logits(slots, protos)
             loss = slot_set_loss(logits, targets)
@@ -308,7 +308,7 @@ def train(recipe: DaClipRecipe, data: Path, out: Path, resume: bool = False, cli
                     model.init_controller()
                 for p in model.parameters():
                     p.requires_grad_(True)
-                model.freeze_clip()
+                model.freeze_clip(keep_text_trainable=recipe.control_trains_text)
                 inner = ControlStage(model, recipe.content_weight, recipe.content_fraction).to(device)
                 lr, start, n_steps = recipe.control_lr, recipe.base_steps, recipe.control_steps
             params = [p for p in model.parameters() if p.requires_grad]

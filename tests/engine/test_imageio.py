@@ -249,3 +249,21 @@ def test_format_and_quality_are_selectable(tmp_path):
         assert im.format == "BMP"
     with pytest.raises(ValueError, match="unsupported output format"):
         save_image(pixels, tmp_path / "x.gif", format="gif")
+
+
+def test_a_100_megapixel_header_is_not_refused_by_pillow(tmp_path):
+    """Only the header is needed: a 10000x10000 PNG declared but never decoded by the check."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path = tmp_path / "huge.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 10000, 10000, 8, 2, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+    with pytest.raises(ImageReadError) as err:  # refused for being truncated, not for its size
+        load_image(path)
+    assert "exceeds" not in str(err.value) and "too large" not in str(err.value)
+    with pytest.raises(ImageReadError, match="exceeds the limit"):
+        load_image(path, max_pixels=50_000_000)
