@@ -258,6 +258,54 @@ def _sixteen_bit_colour(path: Path, im: Image.Image) -> str | None:
     return None
 
 
+# Adam7 passes: (x0, y0, dx, dy)
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _sound_png16(data: bytes) -> bytes:
+    """``data`` cut down to IHDR, IDAT and IEND once their CRCs, the zlib stream, its length and the
+    row filters are checked; raise ``ValueError`` otherwise. libpng inside torchvision crashes the
+    process (SIGSEGV) on some corrupt files instead of raising, so it only sees sound streams."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError("not a PNG stream")
+    pos, ihdr, idat, end = 8, b"", [], False
+    while pos + 12 <= len(data) and not end:
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body, crc = data[pos + 8:pos + 8 + length], data[pos + 8 + length:pos + 12 + length]
+        if len(crc) != 4:
+            raise ValueError("truncated PNG chunk")
+        if kind in (b"IHDR", b"IDAT", b"IEND"):
+            if zlib.crc32(kind + body) & 0xFFFFFFFF != struct.unpack(">I", crc)[0]:
+                raise ValueError(f"bad CRC in the {kind.decode()} chunk")
+            ihdr, end = (body if kind == b"IHDR" else ihdr), kind == b"IEND"
+            if kind == b"IDAT":
+                idat.append(body)
+        elif kind[:1].isupper() and kind != b"PLTE":
+            raise ValueError(f"unknown critical chunk {kind!r}")
+        pos += 12 + length
+    if len(ihdr) != 13 or not idat or not end:
+        raise ValueError("incomplete PNG stream")
+    w, h, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", ihdr)
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}.get(colour, 0)
+    if depth != 16 or not channels or interlace > 1 or not w or not h:
+        raise ValueError("unexpected 16-bit PNG header")
+    inflate = zlib.decompressobj()
+    raw = np.frombuffer(inflate.decompress(b"".join(idat)), dtype=np.uint8)
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    sizes = [(-(-(w - x0) // dx), -(-(h - y0) // dy)) for x0, y0, dx, dy in passes if w > x0 and h > y0]
+    if not inflate.eof or inflate.unused_data or raw.size != sum((1 + pw * 2 * channels) * ph for pw, ph in sizes):
+        raise ValueError("truncated or oversized image data")
+    start = 0
+    for pw, ph in sizes:
+        stride = 1 + pw * 2 * channels
+        if raw[start:start + stride * ph:stride].max() > 4:
+            raise ValueError("bad row filter")
+        start += stride * ph
+    del raw
+    return b"".join([data[:8], _png_chunk(b"IHDR", ihdr), *(_png_chunk(b"IDAT", b) for b in idat),
+                     _png_chunk(b"IEND", b"")])
+
+
 def _decode_16bit(path: Path, kind: str) -> np.ndarray:
     """``uint16 (H, W, C)`` of a 16-bit colour or gray+alpha PNG/TIFF, not yet oriented."""
     if kind == "png":
@@ -267,7 +315,7 @@ def _decode_16bit(path: Path, kind: str) -> np.ndarray:
             warnings.simplefilter("ignore", DeprecationWarning)
             from torchvision.io import ImageReadMode, decode_png
 
-            data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+            data = torch.frombuffer(bytearray(_sound_png16(path.read_bytes())), dtype=torch.uint8)
             arr = decode_png(data, mode=ImageReadMode.UNCHANGED).permute(1, 2, 0).numpy()
         return np.ascontiguousarray(arr.astype(np.uint16, copy=False))
     import tifffile

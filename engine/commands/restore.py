@@ -105,6 +105,17 @@ def write_json_atomic(path: Path, data: dict) -> None:
         raise
 
 
+def _check_writable(folder: Path) -> None:
+    """Fail fast, in one line, when the output folder cannot be created or written (read-only disk)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".photomend-probe.", suffix=".part")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"{folder}: cannot write to the output folder ({exc.strerror or exc})") from None
+
+
 def print_summary(results, out=sys.stdout) -> None:
     """A fixed-width table: file, status, degradations (probability), seconds."""
     rows = []
@@ -175,7 +186,11 @@ def run(args) -> int:
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
     if not inputs:
+        if any(Path(a).is_dir() and Path(a).resolve() == settings.output_dir.resolve() for a in args.inputs):
+            raise UsageError(f"{settings.output_dir}: the output folder is the input folder, whose "
+                             "contents are never restored again; choose another -o")
         raise UsageError("no images found in the given inputs (use --recursive for subfolders)")
+    _check_writable(settings.output_dir)
     for path, root in inputs:
         out = plan_output(path, root, settings)
         if out.resolve() == path.resolve():
@@ -203,7 +218,12 @@ def run(args) -> int:
                           {"name": info.name, "path": str(info.path) if info.path else None,
                            "device": str(restorer.device)}, seconds)
     if args.report is not None:
-        write_json_atomic(args.report, report)
+        try:
+            write_json_atomic(args.report, report)
+        except OSError as exc:
+            print(f"photomend restore: error: {args.report}: cannot write the report ({exc.strerror or exc})",
+                  file=sys.stderr)
+            return 1
     counts = report["summary"]
     if args.summary:
         print_summary(results)

@@ -77,11 +77,28 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
 
 
+class ChannelNorm(nn.Module):
+    """LayerNorm over the channels of each pixel (no statistics over space, so tiling-safe)."""
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(1, keepdim=True)
+        var = (x - mean).pow(2).mean(1, keepdim=True)
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight[:, None, None] + self.bias[:, None, None]
+
+
 class ResBlock(nn.Module):
-    """conv3x3 -> scale/shift from the embedding -> SiLU -> conv3x3, residual (second conv zero-initialised)."""
+    """Pre-norm residual block: norm -> conv3x3 -> scale/shift from the embedding -> SiLU -> conv3x3
+    (zero-initialised, so a fresh block is the identity)."""
 
     def __init__(self, channels: int, emb_dim: int):
         super().__init__()
+        self.norm = ChannelNorm(channels)
         self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
         self.modulation = nn.Linear(emb_dim, 2 * channels)
@@ -91,7 +108,7 @@ class ResBlock(nn.Module):
         nn.init.zeros_(self.modulation.bias)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(x))
+        h = self.conv1(self.norm(x))
         scale, shift = self.modulation(emb)[:, :, None, None].chunk(2, dim=1)
         h = h * (1 + scale) + shift
         return x + self.conv2(F.silu(h))
@@ -105,6 +122,7 @@ class CrossAttention(nn.Module):
         if channels % heads:
             raise ValueError(f"channels {channels} not divisible by attention heads {heads}")
         self.heads = heads
+        self.norm = ChannelNorm(channels)
         self.to_q = nn.Conv2d(channels, channels, 1)
         self.norm_cond = nn.LayerNorm(cond_dim)
         self.to_kv = nn.Linear(cond_dim, 2 * channels)
@@ -115,7 +133,7 @@ class CrossAttention(nn.Module):
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         d = c // self.heads
-        q = self.to_q(x).reshape(b, self.heads, d, h * w)  # [B, heads, d, N]
+        q = self.to_q(self.norm(x)).reshape(b, self.heads, d, h * w)  # [B, heads, d, N]
         k, v = self.to_kv(self.norm_cond(tokens)).chunk(2, dim=-1)  # [B, T, C] each
         k = k.reshape(b, -1, self.heads, d).transpose(1, 2)  # [B, heads, T, d]
         v = v.reshape(b, -1, self.heads, d).transpose(1, 2)
@@ -169,7 +187,7 @@ class ConditionalUNet(nn.Module):
                 self.downs.append(nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(4 * c, chans[i + 1], 1)))
                 self.ups.append(nn.Sequential(nn.Conv2d(chans[i + 1], 4 * c, 1), nn.PixelShuffle(2)))
                 self.decoder.append(Level(c, cfg.time_dim, cfg.num_res_blocks, cfg.cond_dim, cfg.attention_heads, i in attention))
-        self.head = nn.Sequential(nn.SiLU(), nn.Conv2d(chans[0], cfg.in_channels * r * r, 3, padding=1), nn.PixelShuffle(r))
+        self.head = nn.Sequential(ChannelNorm(chans[0]), nn.Conv2d(chans[0], cfg.in_channels * r * r, 3, padding=1), nn.PixelShuffle(r))
         nn.init.zeros_(self.head[1].weight)
         nn.init.zeros_(self.head[1].bias)
 

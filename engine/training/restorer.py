@@ -36,8 +36,8 @@ class RestorerRecipe:
     ``val_dir``: clean validation photos ("" = the ``val`` folder beside ``--data``).
     ``threads``: torch CPU threads (0 = torch's default).
     ``loss``: ``mse`` (the batch MSE on x0, as in the study) or ``relative_mse`` (each image's MSE on
-    x0 divided by its input's MSE plus 1e-3, a fixed per-image weight: dark or hazy crops with huge
-    errors do not drown the nearly clean ones, which mean PSNR counts equally).
+    x0 weighted by ``0.01 / (input MSE + 0.01)``, fixed per crop: dark or hazy crops with huge errors
+    no longer drown the lightly degraded ones, which the mean PSNR counts equally).
     """
 
     unet: UNetConfig = field(default_factory=UNetConfig)
@@ -147,6 +147,9 @@ def _batches(stream: Iterator, batch_size: int) -> Iterator[dict]:
         yield collate_pairs([next(stream) for _ in range(batch_size)])
 
 
+RELATIVE_FLOOR = 0.01  # MSE of a 20 dB input
+
+
 def x0_loss(pred, target, lq, kind: str):
     """MSE on the predicted clean image, over the batch (``mse``) or weighted per image by the inverse
     of its input's error (``relative_mse``; the weight depends on the LQ crop only, not on ``t``)."""
@@ -154,8 +157,9 @@ def x0_loss(pred, target, lq, kind: str):
     if kind == "mse":
         return per_image.mean()
     if kind == "relative_mse":
-        weight = 1.0 / ((lq - target).pow(2).flatten(1).mean(1) + 1e-3)  # floor: inputs above 30 dB
-        return (per_image * weight / weight.mean()).mean()
+        # inputs better than 20 dB all weigh ~1; a 10 dB input weighs 1/10 (its MSE is 10x larger)
+        weight = RELATIVE_FLOOR / ((lq - target).pow(2).flatten(1).mean(1) + RELATIVE_FLOOR)
+        return (per_image * weight).mean()
     raise ValueError(f"unknown loss {kind!r} (mse, relative_mse)")
 
 

@@ -3,7 +3,8 @@ and GIF files: every read returns a well-formed image or one ImageReadError line
 within 30 s, and every image that decodes can be written back.
 
 The always-run test draws ``PHOTOMEND_FUZZ_FAST`` cases (default 500, derandomized); the slow one
-``PHOTOMEND_FUZZ_CASES`` (default 10,000, random). The figures in docs/RELIABILITY.md come from::
+``PHOTOMEND_FUZZ_CASES`` (default 10,000, random). Cases slower than 1 s are kept in ``PHOTOMEND_FUZZ_KEEP_SLOW`` when it names a folder.
+The figures in docs/RELIABILITY.md come from::
 
     PHOTOMEND_FIGURES=figures.jsonl .venv/bin/pytest tests/reliability/test_fuzz_reader.py -m slow -s
 """
@@ -41,7 +42,13 @@ def fuzz_reader(folder: Path, cases: int, derandomize: bool) -> Counter:
         outcome, seconds = check_read(path, folder)
         tally[outcome] += 1
         tally["cases"] += 1
-        worst[0] = max(worst[0], seconds)
+        if seconds > worst[0]:
+            worst[0] = seconds
+            tally["worst_case"] = f"{seed} -> {len(data)} bytes as {suffix}: {outcome}"
+        if seconds > 1.0 and os.environ.get("PHOTOMEND_FUZZ_KEEP_SLOW"):  # keep slow cases to study
+            keep = Path(os.environ["PHOTOMEND_FUZZ_KEEP_SLOW"])
+            keep.mkdir(parents=True, exist_ok=True)
+            (keep / f"{seconds:06.2f}s {seed}{suffix}").write_bytes(data)
 
     case()
     tally["worst_ms"] = round(worst[0] * 1000)
