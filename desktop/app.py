@@ -56,7 +56,7 @@ def self_test(timeout_s: float = 600.0) -> int:
     from desktop.state import SettingsStore
     from engine.imageio import list_images
 
-    samples = list_images(samples_dir())
+    samples = list_images(samples_dir()) if samples_dir().is_dir() else []
     if not samples:
         print(f"self-test: no sample photos in {samples_dir()}", file=sys.stderr)
         return 1

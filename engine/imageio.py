@@ -42,6 +42,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 DEFAULT_MAX_PIXELS = 200_000_000  # guards against decompression bombs
+# The most pixels a byte of file can hold, for decoders that fill missing data instead of failing:
+# Huffman JPEG spends at least a bit per 8x8 block (512 px/byte); GIF's LZW at most ~2,730 px/byte.
+_MAX_PIXELS_PER_BYTE = {"JPEG": 1024, "MPO": 1024, "GIF": 4096}
 # Pillow's own guard (a warning above 89 MP, an error above twice that) would refuse a legitimate
 # 100 MP photo; our limit is checked on the header instead, and Pillow's is raised to match it.
 Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, DEFAULT_MAX_PIXELS)
@@ -87,6 +90,21 @@ def _open_checked(path: Path, max_pixels: int) -> Image.Image:
             f"{path}: {w}x{h} = {w * h / 1e6:.0f} MP exceeds the limit of {max_pixels / 1e6:.0f} MP "
             "(a guard against decompression bombs)"
         )
+    size = path.stat().st_size
+    if w * h > _MAX_PIXELS_PER_BYTE.get(im.format or "", w * h) * max(size, 1):
+        # libjpeg and the GIF decoder fill missing data instead of failing: a damaged header would
+        # otherwise turn a few hundred bytes into a huge blank photo that takes minutes to restore
+        fmt = im.format
+        im.close()
+        raise ImageReadError(f"{path}: corrupt {fmt} (its header declares {w}x{h} pixels, more than "
+                             f"{size} bytes of {fmt} data can hold)")
+    if im.format == "TIFF":  # strips that cover a sliver of the declared size: the rest would be blank
+        covered = sum(max(0, min(t.extents[2], w) - t.extents[0]) * max(0, min(t.extents[3], h) - t.extents[1])
+                      for t in im.tile if t.extents)
+        if covered < w * h:
+            im.close()
+            raise ImageReadError(f"{path}: corrupt TIFF (its strips hold {covered} of the {w}x{h} pixels "
+                                 "its header declares)")
     return im
 
 

@@ -9,7 +9,9 @@ embeddings reach the network twice:
 * as three tokens that the low-resolution levels attend to (cross-attention; the improvement the
   study proposed as future work).
 
-The network predicts the clean image ``x0`` (as a residual over ``mu``). Every operation is local
+The network predicts the clean image ``x0`` as a residual over ``x_t``: near ``t = 0`` the state
+already is almost clean and the residual is small; at ``t = T`` with the one-step start ``x_T = mu``
+it is the restoration of the LQ image. Every operation is local
 (no normalisation over space, no spatial self-attention), so restoring in tiles matches restoring
 the whole image away from tile borders. ``conditioned=False`` builds the same network without the
 conditioning path (the ablation).
@@ -220,4 +222,4 @@ class ConditionalUNet(nn.Module):
         for i in reversed(range(len(self.decoder))):
             h = self.ups[i](h) + skips[i]
             h = self.decoder[i](h, emb, tokens)
-        return mu + self.head(h)
+        return x_t + self.head(h)

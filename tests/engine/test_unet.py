@@ -23,11 +23,11 @@ def test_shapes_and_multiple():
     assert out.shape == x.shape
 
 
-def test_fresh_network_returns_mu():
-    """Zero-initialised head: an untrained network predicts x0 = mu (the LQ image)."""
+def test_fresh_network_returns_its_state():
+    """Zero-initialised head: an untrained network predicts x0 = x_t (so x0 = mu at the one-step start)."""
     net = ConditionalUNet(TINY)
-    mu = torch.rand(1, 3, 16, 16)
-    assert torch.allclose(net(torch.rand_like(mu), mu, torch.rand(1), torch.randn(1, 3, 12)), mu)
+    mu, x_t = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
+    assert torch.equal(net(x_t, mu, torch.rand(1), torch.randn(1, 3, 12)), x_t)
 
 
 def test_non_multiple_size_rejected():

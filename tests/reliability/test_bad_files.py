@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,6 +22,7 @@ from PIL import Image
 
 from engine.batch import MANIFEST_NAME, collect_inputs, run_batch
 from engine.cli import main as photomend
+from engine.imageio import IMAGE_SUFFIXES
 from engine.jobs import BatchSettings
 from tests.reliability.conftest import record_figure
 from tests.reliability.corpus import (
@@ -36,6 +39,28 @@ SLOW_BATCH_CASES = int(os.environ.get("PHOTOMEND_FUZZ_BATCH_SLOW", "400"))
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
+def gif_declaring(data: bytes, width: int, height: int) -> bytes:
+    """A GIF whose screen and first image descriptor declare ``width`` x ``height``."""
+    buf = bytearray(data)
+    buf[6:10] = struct.pack("<HH", width, height)
+    at = buf.index(b"\x2c", 13)  # the first image descriptor (after the global palette)
+    buf[at + 5:at + 9] = struct.pack("<HH", width, height)
+    return bytes(buf)
+
+
+def tiff_declaring_height(data: bytes, height: int) -> bytes:
+    """A little-endian TIFF whose ImageLength tag (257) says ``height`` (its strips stay as they are)."""
+    buf = bytearray(data)
+    assert buf[:4] == b"II*\0"
+    ifd = struct.unpack("<I", buf[4:8])[0]
+    for i in range(struct.unpack("<H", buf[ifd:ifd + 2])[0]):
+        at = ifd + 2 + 12 * i
+        tag, kind = struct.unpack("<HH", buf[at:at + 4])
+        if tag == 257:
+            buf[at + 8:at + 12] = struct.pack("<HH", min(height, 65535), 0) if kind == 3 else struct.pack("<I", height)
+    return bytes(buf)
+
+
 def bad_folder(folder: Path) -> tuple[set[str], set[str]]:
     """Write good and bad files into ``folder``; return (names that must be restored, names that must fail)."""
     seeds = seed_files()
@@ -50,6 +75,9 @@ def bad_folder(folder: Path) -> tuple[set[str], set[str]]:
         "text.jpg": b"this is a shopping list, not a photo\n",
         "huge declared.png": with_declared_size(seeds["photo.png"], 100_000, 100_000),
         "huge declared.jpg": with_declared_size(seeds["photo.jpg"], 65_535, 65_535),
+        "blank bomb.jpg": with_declared_size(seeds["one-pixel.jpg"], 17_409, 8_566),  # found by the fuzzer
+        "blank bomb gif.tif": gif_declaring(seeds["animated.gif"], 4_112, 34_304),  # found by the fuzzer
+        "sliver.tif": tiff_declaring_height(seeds["multipage.tif"], 4_194_336),  # found by the fuzzer
         "truncated.jpg": seeds["photo.jpg"][: len(seeds["photo.jpg"]) // 2],
         "truncated.png": seeds["photo.png"][: len(seeds["photo.png"]) // 2],
         "truncated.tif": seeds["photo.tif"][: len(seeds["photo.tif"]) // 2],
@@ -86,6 +114,9 @@ def test_bad_files_fail_one_line_each_and_good_ones_are_restored(tmp_path, bundl
     assert "limit" in files["huge declared.png"]["error"]
     assert "limit" in files["huge declared.jpg"]["error"]
     assert "not a regular file" in files["named pipe.jpg"]["error"]
+    assert "corrupt JPEG" in files["blank bomb.jpg"]["error"]
+    assert "corrupt GIF" in files["blank bomb gif.tif"]["error"]
+    assert "corrupt TIFF" in files["sliver.tif"]["error"]
     assert all(f["seconds"] < MAX_SECONDS_PER_FILE for f in report["files"])
     leftovers = [p.name for p in out.iterdir() if p.name.startswith(".") and p.name != MANIFEST_NAME]
     assert leftovers == []
@@ -107,10 +138,11 @@ def fuzz_batches(tmp_path: Path, restorer, cases: int, derandomize: bool) -> Cou
         inputs.mkdir(parents=True)
         (inputs / "a good one.png").write_bytes(good_bytes)
         for i, (seed, data, suffix) in enumerate(samples):
+            suffix = suffix if suffix in IMAGE_SUFFIXES else ".png"  # .gif is not collected
             (inputs / f"bad {i} {seed}{suffix}").write_bytes(data)
         pairs = collect_inputs([inputs])
         results = run_batch(pairs, BatchSettings(output_dir=out, tile=64), restorer)  # never raises
-        assert len(results) == len(samples) + 1
+        assert len(pairs) == len(results) == len(samples) + 1
         for r in results:
             tally["files"] += 1
             tally[r.status] += 1
@@ -142,3 +174,26 @@ def test_batch_survives_fuzzed_files_long(tmp_path, restorer):
     tally = fuzz_batches(tmp_path, restorer, SLOW_BATCH_CASES, derandomize=False)
     assert tally["batches"] >= SLOW_BATCH_CASES
     record_figure("batch_fuzz_cases", dict(tally))
+
+
+@pytest.mark.parametrize("kind", ["baseline", "progressive", "gif", "tiff strips", "tiff tiles", "tiff g4"])
+def test_the_size_guards_pass_real_files(tmp_path, kind):
+    """Flat gray is the smallest a real JPEG (~255 pixels a byte) or GIF (~1,200) gets; TIFF strips
+    and tiles of every layout cover the whole declared image."""
+    import tifffile
+
+    from engine.imageio import load_image
+
+    path = tmp_path / {"gif": "flat.gif"}.get(kind, "flat.tif" if kind.startswith("tiff") else "flat.jpg")
+    flat = Image.new("L", (1500, 1400), 128)
+    if kind == "gif":
+        flat.convert("P").save(path)
+    elif kind == "tiff strips":
+        tifffile.imwrite(path, np.asarray(flat.convert("RGB")), rowsperstrip=7)
+    elif kind == "tiff tiles":
+        tifffile.imwrite(path, np.asarray(flat.convert("RGB")), tile=(256, 256), compression="zlib")
+    elif kind == "tiff g4":
+        flat.convert("1").save(path, compression="group4")
+    else:
+        flat.save(path, quality=10, progressive=kind == "progressive", optimize=True)
+    assert load_image(path).pixels.shape == (1400, 1500, 3)

@@ -117,7 +117,7 @@ def crash_and_rerun(tmp_path: Path, bundle: Path, kills: int, n_photos: int, see
     before = checksums(inputs)
     watcher = Watcher(out)
     survived = 0
-    for k in range(kills):
+    for _ in range(kills):
         done_so_far = len(visible_outputs(out)) if out.exists() else 0
         remaining = n_photos - done_so_far
         if remaining <= 2:
