@@ -99,8 +99,8 @@ def _open_checked(path: Path, max_pixels: int) -> Image.Image:
         raise ImageReadError(f"{path}: corrupt {fmt} (its header declares {w}x{h} pixels, more than "
                              f"{size} bytes of {fmt} data can hold)")
     if im.format == "TIFF":  # strips that cover a sliver of the declared size: the rest would be blank
-        covered = sum(max(0, min(t.extents[2], w) - t.extents[0]) * max(0, min(t.extents[3], h) - t.extents[1])
-                      for t in im.tile if t.extents)
+        boxes = [t[1] for t in im.tile if t[1]]  # (x0, y0, x1, y1) of each strip or tile
+        covered = sum(max(0, min(x1, w) - x0) * max(0, min(y1, h) - y0) for x0, y0, x1, y1 in boxes)
         if covered < w * h:
             im.close()
             raise ImageReadError(f"{path}: corrupt TIFF (its strips hold {covered} of the {w}x{h} pixels "

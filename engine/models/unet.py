@@ -189,7 +189,7 @@ class ConditionalUNet(nn.Module):
                 self.downs.append(nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(4 * c, chans[i + 1], 1)))
                 self.ups.append(nn.Sequential(nn.Conv2d(chans[i + 1], 4 * c, 1), nn.PixelShuffle(2)))
                 self.decoder.append(Level(c, cfg.time_dim, cfg.num_res_blocks, cfg.cond_dim, cfg.attention_heads, i in attention))
-        self.head = nn.Sequential(ChannelNorm(chans[0]), nn.Conv2d(chans[0], cfg.in_channels * r * r, 3, padding=1), nn.PixelShuffle(r))
+        self.head = nn.Sequential(nn.SiLU(), nn.Conv2d(chans[0], cfg.in_channels * r * r, 3, padding=1), nn.PixelShuffle(r))
         nn.init.zeros_(self.head[1].weight)
         nn.init.zeros_(self.head[1].bias)
 

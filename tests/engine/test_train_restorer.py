@@ -82,8 +82,8 @@ def test_losses():
     lq = torch.stack([torch.full((3, 4, 4), 0.5), torch.full((3, 4, 4), 0.01)])  # input MSE 0.25 and 1e-4
     pred = lq / 2  # halves each error
     assert x0_loss(pred, hq, lq, "mse") == pytest.approx((0.0625 + 0.25e-4) / 2)
-    # relative: the nearly clean image weighs ~25x more than the dark one
-    w = torch.tensor([0.01 / 0.26, 0.01 / 0.0101])
+    # relative: the nearly clean image weighs ~6x more than the dark one
+    w = torch.tensor([0.05 / 0.30, 0.05 / 0.0501])
     expected = (torch.tensor([0.0625, 0.25e-4]) * w).mean()
     assert x0_loss(pred, hq, lq, "relative_mse") == pytest.approx(float(expected), rel=1e-5)
     with pytest.raises(ValueError, match="loss"):

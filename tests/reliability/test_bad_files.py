@@ -2,7 +2,7 @@
 them are restored, nothing hangs, and the batch path survives hypothesis-generated corruptions.
 
 Figures: ``PHOTOMEND_FIGURES=figures.jsonl .venv/bin/pytest tests/reliability/test_bad_files.py -s``
-(``PHOTOMEND_FUZZ_BATCH_CASES`` sets the number of fuzzed batches, default 25; slow run: 400).
+(``PHOTOMEND_FUZZ_BATCH_CASES`` sets the number of fuzzed batches, default 25; slow run: ``PHOTOMEND_FUZZ_BATCH_SLOW``, default 1000).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from tests.reliability.corpus import (
 )
 
 BATCH_CASES = int(os.environ.get("PHOTOMEND_FUZZ_BATCH_CASES", "25"))
-SLOW_BATCH_CASES = int(os.environ.get("PHOTOMEND_FUZZ_BATCH_SLOW", "400"))
+SLOW_BATCH_CASES = int(os.environ.get("PHOTOMEND_FUZZ_BATCH_SLOW", "1000"))
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -6,7 +6,8 @@ SIGKILL the batch is started again; the final rerun must skip exactly the output
 recorded as finished, restore exactly the rest, and leave every input byte-for-byte unchanged.
 
 Figures: ``PHOTOMEND_FIGURES=figures.jsonl .venv/bin/pytest tests/reliability/test_crash.py -s``
-(always-run: 2 kills; ``-m slow``: ``PHOTOMEND_KILLS`` kills, default 10).
+(always-run: 2 kills; ``-m slow``: ``PHOTOMEND_KILLS`` kills, default 10, and a kill that lands
+while an output is being written).
 """
 
 from __future__ import annotations
@@ -164,6 +165,42 @@ def test_sigkill_mid_batch_then_rerun(tmp_path, bundle):
 def test_many_sigkills_then_rerun(tmp_path, bundle):
     figures = crash_and_rerun(tmp_path, bundle, kills=SLOW_KILLS, n_photos=120, seed=int(time.time()))
     record_figure("sigkill_slow", figures)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_sigkill_while_an_output_is_being_written(tmp_path, bundle):
+    """Kill the moment a temporary output appears: no visible file is partial, the rerun finishes it."""
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    make_inputs(inputs, 2, size=(600, 800))  # large enough that encoding takes a while
+    before = checksums(inputs)
+    watcher = Watcher(out)
+    with open(tmp_path / "child.log", "ab") as fh:
+        proc = subprocess.Popen(restore_cmd(inputs, out, bundle), stdout=fh, stderr=fh, env=subprocess_env())
+    caught = False
+    try:
+        deadline = time.monotonic() + 240
+        while proc.poll() is None and time.monotonic() < deadline:
+            if out.exists() and any(out.glob(".*.part")):
+                proc.send_signal(signal.SIGKILL)
+                caught = True
+                break
+            watcher.poll()
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    if not caught:
+        pytest.skip("the batch finished before a temporary output was seen")
+    watcher.poll()
+    assert list(out.glob(".*.part")), "the killed write left no temporary file: it was not mid-write"
+    report = tmp_path / "report.json"
+    rerun = subprocess.run(restore_cmd(inputs, out, bundle, report), env=subprocess_env(), capture_output=True,
+                           timeout=240)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert watcher.poll() == 2
+    assert checksums(inputs) == before
+    record_figure("sigkill_mid_write", {"killed_mid_write": 1, "visible_partial_files": 0,
+                                        "stale_hidden_part_files": len(list(out.glob(".*.part")))})
 
 
 # --------------------------------------------------------------------------- hostile disks

@@ -2,7 +2,7 @@
 and GIF files: every read returns a well-formed image or one ImageReadError line naming the file,
 within 30 s, and every image that decodes can be written back.
 
-The always-run test draws ``PHOTOMEND_FUZZ_FAST`` cases (default 500, derandomized); the slow one
+The always-run test draws ``PHOTOMEND_FUZZ_FAST`` cases (default 1,000, derandomized); the slow one
 ``PHOTOMEND_FUZZ_CASES`` (default 10,000, random). Cases slower than 1 s are kept in ``PHOTOMEND_FUZZ_KEEP_SLOW`` when it names a folder.
 The figures in docs/RELIABILITY.md come from::
 
@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from tests.reliability.conftest import record_figure
 from tests.reliability.corpus import check_read, corrupted_file
 
-FAST_CASES = int(os.environ.get("PHOTOMEND_FUZZ_FAST", "500"))
+FAST_CASES = int(os.environ.get("PHOTOMEND_FUZZ_FAST", "1000"))
 SLOW_CASES = int(os.environ.get("PHOTOMEND_FUZZ_CASES", "10000"))
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow warns about every odd tag
