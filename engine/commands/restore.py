@@ -116,8 +116,9 @@ def _check_writable(folder: Path) -> None:
         raise UsageError(f"{folder}: cannot write to the output folder ({exc.strerror or exc})") from None
 
 
-def print_summary(results, out=sys.stdout) -> None:
+def print_summary(results, out=None) -> None:
     """A fixed-width table: file, status, degradations (probability), seconds."""
+    out = out or sys.stdout  # resolved at call time: sys.stdout may have been replaced since import
     rows = []
     for r in results:
         if r.degradations:
