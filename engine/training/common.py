@@ -11,9 +11,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-import tomllib
 from pathlib import Path
 
+import tomllib
 import torch
 import torch.distributed as dist
 

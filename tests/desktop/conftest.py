@@ -12,6 +12,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from tests.bundles import build_tiny_bundle  # noqa: E402
+
 
 @pytest.fixture(autouse=True)
 def private_config(tmp_path, monkeypatch) -> Path:
@@ -40,25 +42,6 @@ def photo_folder(tmp_path) -> Path:
     make_photo(folder / "a.png", (96, 128), 1)
     make_photo(folder / "b.jpg", (112, 96), 2)
     make_photo(folder / "sub" / "c.png", (128, 128), 3)
-    return folder
-
-
-def build_tiny_bundle(folder: Path) -> Path:
-    """A random-init model bundle small enough for tests (detector + restorer + model card)."""
-    import torch
-
-    from engine.models.daclip import DaClip, DaClipConfig, save_pretrained
-    from engine.models.unet import UNetConfig
-    from engine.restoration import RestorationModel, RestorerConfig
-
-    torch.manual_seed(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    detector = DaClip(DaClipConfig.for_clip_model("PhotoMend-ViT-Tiny-Test"))
-    save_pretrained(detector, folder)
-    unet = UNetConfig(base_channels=8, channel_mult=(1, 2), attention_levels=(1,), attention_heads=2,
-                      time_dim=32, cond_dim=detector.embed_dim)
-    RestorationModel(RestorerConfig(unet=unet)).save(folder)
-    (folder / "README.md").write_text("# Tiny test model\n\nRandom weights, for tests only.\n", encoding="utf-8")
     return folder
 
 

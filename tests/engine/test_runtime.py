@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from engine.api import Cancelled, CancelToken, Detection, RestoreOptions
 from engine.runtime import MAX_TILE_CPU, MIN_TILE, ModelNotFoundError, Restorer, choose_tile
 from engine.tiling import DEFAULT_OVERLAP
+from tests.bundles import build_tiny_bundle
 
 
 class FakeDetector:
@@ -77,19 +78,7 @@ def psnr(a, b):
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory):
     """A random-init bundle (tiny DA-CLIP + tiny U-Net) saved with the real save functions."""
-    from engine.models.daclip import DaClip, DaClipConfig, save_pretrained
-    from engine.models.unet import UNetConfig
-    from engine.restoration import RestorationModel, RestorerConfig
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("bundle") / "tiny"
-    clip = DaClip(DaClipConfig.for_clip_model("PhotoMend-ViT-Tiny-Test"))
-    save_pretrained(clip, folder)
-    unet = UNetConfig(base_channels=8, channel_mult=(1, 2), attention_levels=(1,), cond_dim=clip.embed_dim,
-                      time_dim=16)
-    RestorationModel(RestorerConfig(unet=unet)).save(folder)
-    (folder / "README.md").write_text("# tiny test model\n")
-    return folder
+    return build_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
 
 
 # ------------------------------------------------------------------ tiled versus untiled
@@ -202,7 +191,7 @@ def test_tile_from_memory_respects_bounds_and_multiple():
 def test_bundle_loads_with_info_card_and_fingerprint(tiny_bundle):
     restorer = Restorer(tiny_bundle, device="cpu")
     assert restorer.model_info.name == "tiny" and restorer.model_info.path == tiny_bundle
-    assert restorer.model_card().startswith("# tiny test model")
+    assert restorer.model_card().startswith("# Tiny test model")
     assert restorer.fingerprint == Restorer(tiny_bundle, device="cpu").fingerprint
     detection = restorer.detect(photo(64, 96))
     assert isinstance(detection, Detection) and len(detection.scores) > 0

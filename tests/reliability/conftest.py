@@ -13,26 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.bundles import build_tiny_bundle
+
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
-def build_bundle(folder: Path) -> Path:
-    """A random-init bundle (tiny DA-CLIP + tiny U-Net) written with the engine's own savers."""
-    import torch
-
-    from engine.models.daclip import DaClip, DaClipConfig, save_pretrained
-    from engine.models.unet import UNetConfig
-    from engine.restoration import RestorationModel, RestorerConfig
-
-    torch.manual_seed(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    detector = DaClip(DaClipConfig.for_clip_model("PhotoMend-ViT-Tiny-Test"))
-    save_pretrained(detector, folder)
-    unet = UNetConfig(base_channels=8, channel_mult=(1, 2), attention_levels=(1,), attention_heads=2,
-                      time_dim=32, cond_dim=detector.embed_dim)
-    RestorationModel(RestorerConfig(unet=unet)).save(folder)
-    (folder / "README.md").write_text("# Tiny test model\n\nRandom weights, for tests only.\n", encoding="utf-8")
-    return folder
+build_bundle = build_tiny_bundle
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,24 @@
+"""A random-init model bundle for tests, written with the engine's own savers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def build_tiny_bundle(folder: Path) -> Path:
+    """Tiny DA-CLIP + tiny U-Net + a model card in ``folder``; small enough for fast tests."""
+    import torch
+
+    from engine.models.daclip import DaClip, DaClipConfig, save_pretrained
+    from engine.models.unet import UNetConfig
+    from engine.restoration import RestorationModel, RestorerConfig
+
+    torch.manual_seed(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    detector = DaClip(DaClipConfig.for_clip_model("PhotoMend-ViT-Tiny-Test"))
+    save_pretrained(detector, folder)
+    unet = UNetConfig(base_channels=8, channel_mult=(1, 2), attention_levels=(1,), attention_heads=2,
+                      time_dim=32, cond_dim=detector.embed_dim)
+    RestorationModel(RestorerConfig(unet=unet)).save(folder)
+    (folder / "README.md").write_text("# Tiny test model\n\nRandom weights, for tests only.\n", encoding="utf-8")
+    return folder
