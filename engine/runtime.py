@@ -236,7 +236,7 @@ class Restorer:
         image = _check_image(image)
         h, w = image.shape[:2]
         plan = self.plan(h, w, options)
-        out = np.zeros((h, w, 3), dtype=np.float32)
+        out = torch.zeros((h, w, 3), dtype=torch.float32).numpy()  # torch maps huge pages: fewer faults
         condition = prepared.condition
         cond = None if condition is None else condition.to(self.device, torch.float32).unsqueeze(0)
         with torch.inference_mode(), autocast(self.device):
