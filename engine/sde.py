@@ -26,20 +26,10 @@ The scheduler never owns the network: the caller owns the loop, in the style of 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
-
-@dataclass(frozen=True)
-class IRSDEConfig:
-    """``num_train_timesteps`` discrete steps; ``max_sigma`` is the stationary std ``lambda`` (in [0, 1]
-    image units); ``eps`` fixes the schedule's length: ``exp(-theta_bar_T) = eps`` (IR-SDE: 0.005)."""
-
-    num_train_timesteps: int = 100
-    max_sigma: float = 10.0 / 255.0
-    eps: float = 0.005
-    schedule: str = "cosine"
+from engine.models.configs import IRSDEConfig
 
 
 def _theta_increments(cfg: IRSDEConfig) -> torch.Tensor:

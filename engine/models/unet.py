@@ -23,52 +23,14 @@ resolution halves, so every 3x3 convolution costs about the same per input pixel
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.models.configs import UNetConfig
+
 ARCHITECTURE = "photomend-restorer-unet"
-
-
-@dataclass(frozen=True)
-class UNetConfig:
-    """Hyperparameters of :class:`ConditionalUNet` (saved beside the weights).
-
-    ``base_channels`` at the first level (half resolution after the ``stem_factor`` unshuffle),
-    multiplied by ``channel_mult[i]`` at level ``i``; ``num_res_blocks`` residual blocks per level
-    in the encoder and in the decoder; ``attention_levels`` lists the levels (0 = finest) with
-    cross-attention to the condition tokens; ``cond_dim`` is the DA-CLIP embedding size.
-    """
-
-    in_channels: int = 3
-    base_channels: int = 24
-    channel_mult: tuple[int, ...] = (1, 2, 4, 8)
-    num_res_blocks: int = 1
-    attention_levels: tuple[int, ...] = (2, 3)
-    attention_heads: int = 4
-    stem_factor: int = 2
-    time_dim: int = 128
-    cond_dim: int = 192
-    num_cond_tokens: int = 3
-    conditioned: bool = True
-
-    @property
-    def multiple(self) -> int:
-        """Input height and width must be multiples of this (callers pad)."""
-        return self.stem_factor * 2 ** (len(self.channel_mult) - 1)
-
-    @property
-    def receptive_radius(self) -> int:
-        """Theoretical receptive-field radius in input pixels (the effective one is much smaller)."""
-        r = self.stem_factor
-        radius = 2 * r  # stem and head convolutions
-        for i in range(len(self.channel_mult)):
-            scale = r * 2**i
-            passes = 1 if i == len(self.channel_mult) - 1 else 2  # encoder and decoder, bottom once
-            radius += passes * (2 * self.num_res_blocks * scale + scale)  # two 3x3 convs per block + resampling
-        return radius
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:

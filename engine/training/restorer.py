@@ -23,8 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.models.unet import UNetConfig
-from engine.sde import IRSDEConfig
+from engine.models.configs import IRSDEConfig, UNetConfig
 
 
 @dataclass(frozen=True)
