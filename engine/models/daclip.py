@@ -9,11 +9,21 @@ Architecture (DA-CLIP, Luo et al. 2024, extended to two slots):
 
 * ``clip``: a frozen open_clip ``CLIP``. Its image tower gives the **content** embedding.
 * ``controller``: a trainable copy of the image tower. After each of its residual blocks the
-  tokens pass through a zero-initialised ``Linear`` (``zero_linears``) and are added to the
-  output of a block of the frozen tower. As in the official DA-CLIP code, the controller's last
-  block feeds the frozen tower's first block (reversed order). Because the linears start at
-  zero, a fresh controller leaves the content embedding exactly equal to the frozen encoder's.
-* ``slot_proj``: one projection per slot applied to the controller's pooled token gives the
+  features pass through a zero-initialised linear layer (``zero_linears``) and are added to the
+  output of a block of the frozen tower. Because the linears start at zero, a fresh controller
+  leaves the content embedding exactly equal to the frozen encoder's. Two image towers of
+  open_clip are supported:
+
+  - ``VisionTransformer`` (``vision_cfg.layers`` an int): a ``Linear`` on the tokens; as in the
+    official DA-CLIP code, the controller's last block feeds the frozen tower's first block
+    (reversed order).
+  - ``ModifiedResNet`` (``vision_cfg.layers`` a list; the bundled CPU default, because a small
+    convolutional tower learns pixel-level damage such as noise and JPEG blocks far faster from
+    scratch than a small ViT): a 1x1 convolution (a per-pixel linear layer) on each bottleneck
+    block's output, added to the output of the frozen tower's block at the same position (the
+    stages have different shapes, so the order cannot be reversed). The frozen tower's batch
+    norms stay in eval mode while the controller trains.
+* ``slot_proj``: one projection per slot applied to the controller's pooled output gives the
   **degradation embeddings** (2 slots for PhotoMend models, 1 for official DA-CLIP checkpoints).
 * Prototypes: the text tower encodes one prompt per vocabulary name plus, for two-slot models,
   a prompt for ``none`` (an empty slot). Each slot is scored by cosine similarity times the
@@ -40,7 +50,7 @@ from engine.vocab import DEGRADATIONS, NONE, PHYSICAL_ORDER
 
 ARCHITECTURE = "daclip-slots"
 CLIP_CONFIG_DIR = Path(__file__).parent / "clip_configs"
-DEFAULT_CLIP_MODEL = "PhotoMend-ViT-T12-96"
+DEFAULT_CLIP_MODEL = "PhotoMend-RN-96"
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -125,6 +135,33 @@ class DaClipConfig:
         return cls(clip_model=clip_model, clip_cfg=clip_config(clip_model), **kwargs)
 
 
+def is_resnet_tower(visual: nn.Module) -> bool:
+    """True for open_clip's ``ModifiedResNet`` image tower, False for its ``VisionTransformer``."""
+    return hasattr(visual, "attnpool") and hasattr(visual, "layer4")
+
+
+def _resnet_blocks(visual: nn.Module) -> list[nn.Module]:
+    return [block for layer in (visual.layer1, visual.layer2, visual.layer3, visual.layer4) for block in layer]
+
+
+def _run_resnet(visual: nn.Module, x: torch.Tensor, control: list[torch.Tensor] | None = None,
+                zero_convs: nn.ModuleList | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Run a ``ModifiedResNet`` on normalised images ``x`` up to its attention pool.
+
+    ``control``: tensors added to the output of the block at the same position.
+    ``zero_convs``: when given, returns ``zero_convs[i](block_i output)`` for every block.
+    """
+    x = visual.stem(x)
+    hiddens = []
+    for i, block in enumerate(_resnet_blocks(visual)):
+        x = block(x)
+        if zero_convs is not None:
+            hiddens.append(zero_convs[i](x))
+        if control is not None:
+            x = x + control[i]
+    return visual.attnpool(x), hiddens
+
+
 def _run_blocks(visual: nn.Module, x: torch.Tensor, control: list[torch.Tensor] | None = None,
                 zero_linears: nn.ModuleList | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Run an open_clip ``VisionTransformer``'s residual blocks on embedded tokens ``x`` (NLD).
@@ -167,11 +204,19 @@ class DaClip(nn.Module):
         self.cfg = cfg
         self.clip = open_clip.CLIP(**cfg.clip_cfg)
         visual = self.clip.visual
-        width = visual.conv1.out_channels
         self.controller = copy.deepcopy(visual)
-        self.controller.proj = None  # replaced by one projection per slot
-        self.zero_linears = nn.ModuleList(nn.Linear(width, width) for _ in visual.transformer.resblocks)
-        self.slot_proj = nn.Parameter(visual.proj.detach().clone().unsqueeze(0).repeat(cfg.n_slots, 1, 1))
+        self.resnet = is_resnet_tower(visual)
+        if self.resnet:
+            widths = [block.conv3.out_channels for block in _resnet_blocks(visual)]
+            self.zero_linears = nn.ModuleList(nn.Conv2d(c, c, 1) for c in widths)
+            dim = visual.output_dim
+            self.slot_proj = nn.Parameter(torch.eye(dim).unsqueeze(0).repeat(cfg.n_slots, 1, 1))
+        else:
+            width = visual.conv1.out_channels
+            self.controller.proj = None  # replaced by one projection per slot
+            self.zero_linears = nn.ModuleList(nn.Linear(width, width) for _ in visual.transformer.resblocks)
+            self.slot_proj = nn.Parameter(visual.proj.detach().clone().unsqueeze(0).repeat(cfg.n_slots, 1, 1))
+        self._visual_frozen = False
         self.logit_scale = nn.Parameter(self.clip.logit_scale.detach().clone())
         self.register_buffer("mean", torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(OPENAI_STD).view(1, 3, 1, 1), persistent=False)
@@ -202,7 +247,7 @@ class DaClip(nn.Module):
         for lin in self.zero_linears:
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
-        base = visual.proj.detach()
+        base = torch.eye(visual.output_dim) if self.resnet else visual.proj.detach()
         for s in range(self.cfg.n_slots):
             self.slot_proj[s].copy_(base + (slot_noise * base.std() * torch.randn_like(base) if s else 0.0))
         self.logit_scale.fill_(math.log(100.0))
@@ -212,10 +257,25 @@ class DaClip(nn.Module):
         its token table, so the prototypes can move apart) stays trainable."""
         for p in self.clip.parameters():
             p.requires_grad_(False)
+        self._visual_frozen = True
+        self.clip.visual.eval()
         if keep_text_trainable:
             for name, p in self.clip.named_parameters():
                 if not name.startswith("visual.") and name not in ("token_embedding.weight", "logit_scale"):
                     p.requires_grad_(True)
+
+    def unfreeze_clip(self) -> None:
+        """Make the whole base CLIP trainable again (its batch norms follow ``train()``)."""
+        for p in self.clip.parameters():
+            p.requires_grad_(True)
+        self._visual_frozen = False
+
+    def train(self, mode: bool = True) -> DaClip:
+        """As ``nn.Module.train``, but a frozen image tower keeps its batch-norm statistics."""
+        super().train(mode)
+        if self._visual_frozen:
+            self.clip.visual.eval()
+        return self
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
@@ -227,13 +287,18 @@ class DaClip(nn.Module):
     def control(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Run the controller: ``(control tensors per block, slots [B, n_slots, D])``."""
         ctrl = self.controller
-        h, hiddens = _run_blocks(ctrl, ctrl._embeds(self.normalize(images)), zero_linears=self.zero_linears)
-        pooled, _ = ctrl._pool(h)
+        if self.resnet:
+            pooled, hiddens = _run_resnet(ctrl, self.normalize(images), zero_convs=self.zero_linears)
+        else:
+            h, hiddens = _run_blocks(ctrl, ctrl._embeds(self.normalize(images)), zero_linears=self.zero_linears)
+            pooled, _ = ctrl._pool(h)
         return hiddens, torch.einsum("bw,swd->bsd", pooled, self.slot_proj)
 
     def content(self, images: torch.Tensor, hiddens: list[torch.Tensor]) -> torch.Tensor:
         """The frozen encoder with the controller's ``hiddens`` added: ``[B, D]``, not normalised."""
         visual = self.clip.visual
+        if self.resnet:
+            return _run_resnet(visual, self.normalize(images), control=hiddens)[0]
         y, _ = _run_blocks(visual, visual._embeds(self.normalize(images)), control=hiddens)
         content, _ = visual._pool(y)
         return content @ visual.proj if visual.proj is not None else content

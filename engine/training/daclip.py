@@ -38,9 +38,14 @@ DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "training" / "daclip.toml
 class DaClipRecipe:
     """Hyper-parameters of ``photomend train daclip`` (``training/daclip.toml``)."""
 
-    clip_model: str = "PhotoMend-ViT-T12-96"
+    clip_model: str = "PhotoMend-RN-96"
     crop: int = 96
-    min_crop_scale: float = 0.5
+    views: str = "photo"          # "photo": global views + native crops of degraded regions
+                                  # (engine.training.synthetic.PhotoViews); "crop": degraded crops
+    region_min: int = 96          # "photo" views: short side of the degraded region, log-uniform
+    region_max: int = 384
+    views_per_region: int = 4     # the region's global view, then native crops
+    min_crop_scale: float = 0.5   # "crop" views: zoom-out of the crop
     preset: str = "train"
     batch_size: int = 32
     base_steps: int = 1200
@@ -252,7 +257,7 @@ def train(recipe: DaClipRecipe, data: Path, out: Path, resume: bool = False, cli
         save_trainer_state,
         setup_distributed,
     )
-    from engine.training.synthetic import SyntheticPairs, collate_pairs
+    from engine.training.synthetic import PhotoViews, SyntheticPairs, collate_pairs
 
     dist = setup_distributed()
     if recipe.threads > 0:
@@ -275,8 +280,15 @@ def train(recipe: DaClipRecipe, data: Path, out: Path, resume: bool = False, cli
     captions = open_clip.tokenize([set_caption(s) for s in sets], context_length=cfg.context_length)
     BaseStage, ControlStage = _stage_modules()
 
-    dataset = SyntheticPairs(data, recipe.crop, preset=recipe.preset, seed=recipe.seed + 7919 * step,
-                             rank=dist.rank, world_size=dist.world_size, min_crop_scale=recipe.min_crop_scale)
+    if recipe.views == "photo":
+        dataset = PhotoViews(data, recipe.crop, preset=recipe.preset, seed=recipe.seed + 7919 * step,
+                             rank=dist.rank, world_size=dist.world_size, region_min=recipe.region_min,
+                             region_max=recipe.region_max, views_per_region=recipe.views_per_region)
+    elif recipe.views == "crop":
+        dataset = SyntheticPairs(data, recipe.crop, preset=recipe.preset, seed=recipe.seed + 7919 * step,
+                                 rank=dist.rank, world_size=dist.world_size, min_crop_scale=recipe.min_crop_scale)
+    else:
+        raise ValueError(f"views must be 'photo' or 'crop', got {recipe.views!r}")
     loader = DataLoader(dataset, batch_size=recipe.batch_size, collate_fn=collate_pairs,
                         num_workers=recipe.num_workers)
     batches = iter(loader)
@@ -296,8 +308,7 @@ def train(recipe: DaClipRecipe, data: Path, out: Path, resume: bool = False, cli
             if want == "base":
                 for p in model.parameters():
                     p.requires_grad_(False)
-                for p in model.clip.parameters():
-                    p.requires_grad_(True)
+                model.unfreeze_clip()
                 # a random, frozen token embedding is enough for a fixed set of captions and
                 # spares the optimizer the 49408-row table
                 model.clip.token_embedding.weight.requires_grad_(recipe.train_token_embedding)

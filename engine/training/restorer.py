@@ -34,6 +34,10 @@ class RestorerRecipe:
     ``deterministic_fraction``: share of samples trained at the one-step input (t = T, x_T = mu).
     ``val_dir``: clean validation photos ("" = the ``val`` folder beside ``--data``).
     ``threads``: torch CPU threads (0 = torch's default).
+    ``region_max``: 0 draws degraded crops (:class:`~engine.training.synthetic.SyntheticPairs`, the
+    condition from the crop as one view); above 0, native crops of degraded photo regions
+    (:class:`~engine.training.synthetic.RegionPairs`) conditioned by :meth:`Detector.analyze` of the
+    region, the runtime's path.
     ``loss``: ``mse`` (the batch MSE on x0, as in the study) or ``relative_mse`` (each image's MSE on
     x0 weighted by ``0.05 / (input MSE + 0.05)``, fixed per crop: dark or hazy crops with huge errors
     no longer drown the lightly degraded ones, which the mean PSNR counts equally).
@@ -47,6 +51,8 @@ class RestorerRecipe:
     preset: str = "train"
     seed24_fraction: float = 0.0
     min_crop_scale: float = 1.0
+    region_max: int = 0       # > 0: crops are cut from regions up to this short side degraded at their
+                              # own scale, conditioned on the detector's analysis of the whole region
     lr: float = 1e-3
     min_lr_ratio: float = 0.05
     warmup_steps: int = 200
@@ -162,6 +168,15 @@ def x0_loss(pred, target, lq, kind: str):
     raise ValueError(f"unknown loss {kind!r} (mse, relative_mse)")
 
 
+def _conditions(detector, lq, regions):
+    """Restorer conditions ``[B, 3, D]`` on ``lq``'s device: :meth:`Detector.analyze` of each sample's
+    region (or of the crop itself when there are none), as the runtime conditions a photo's tiles."""
+    import torch
+
+    images = regions if regions is not None else [x.permute(1, 2, 0).cpu().numpy() for x in lq]
+    return torch.stack([detector.analyze(image).condition for image in images]).to(lq.device)
+
+
 def lr_factor(step: int, recipe: RestorerRecipe) -> float:
     """Linear warm-up, then cosine decay to ``min_lr_ratio`` at ``recipe.steps``."""
     if step < recipe.warmup_steps:
@@ -194,7 +209,7 @@ def train(recipe: RestorerRecipe, data_dir: Path, val_dir: Path, out_dir: Path, 
         save_trainer_state,
         setup_distributed,
     )
-    from engine.training.synthetic import FixedSyntheticSet, SyntheticPairs, collate_pairs
+    from engine.training.synthetic import FixedSyntheticSet, RegionPairs, SyntheticPairs, collate_pairs
 
     if recipe.threads > 0:
         torch.set_num_threads(recipe.threads)
@@ -231,23 +246,26 @@ def train(recipe: RestorerRecipe, data_dir: Path, val_dir: Path, out_dir: Path, 
         cuda = dev.type == "cuda"
         scaler = torch.amp.GradScaler("cuda", enabled=cuda and recipe.amp and not torch.cuda.is_bf16_supported())
 
-        pairs = SyntheticPairs(data_dir, recipe.crop, recipe.preset, recipe.seed, dist.rank, dist.world_size,
-                               min_crop_scale=recipe.min_crop_scale)
-        pairs.set_epoch(start)  # a resumed run continues with fresh samples
-        extra = None
-        if recipe.seed24_fraction > 0:
-            extra = SyntheticPairs(data_dir, recipe.crop, "seed24", recipe.seed + 1, dist.rank, dist.world_size,
-                                   min_crop_scale=recipe.min_crop_scale)
-            extra.set_epoch(start)
-            extra = iter(extra)
-        batches = _batches(_mixed_stream(iter(pairs), extra, recipe.seed24_fraction,
+        def stream(preset: str, seed: int):
+            if recipe.region_max > 0:
+                ds = RegionPairs(data_dir, recipe.crop, preset, seed, dist.rank, dist.world_size,
+                                 region_max=recipe.region_max, with_region=detector is not None)
+            else:
+                ds = SyntheticPairs(data_dir, recipe.crop, preset, seed, dist.rank, dist.world_size,
+                                    min_crop_scale=recipe.min_crop_scale)
+            ds.set_epoch(start)  # a resumed run continues with fresh samples
+            return iter(ds)
+
+        pairs = stream(recipe.preset, recipe.seed)
+        extra = stream("seed24", recipe.seed + 1) if recipe.seed24_fraction > 0 else None
+        batches = _batches(_mixed_stream(pairs, extra, recipe.seed24_fraction,
                                          [recipe.seed, start, dist.rank]), recipe.batch_size)
 
         val = None
         if dist.is_main:
             vset = FixedSyntheticSet(val_dir, recipe.val_crop, recipe.val_preset, recipe.val_images, seed=1234)
             vb = collate_pairs([vset[i] for i in range(len(vset))])
-            vcond = detector.condition_batch(vb["lq"]) if detector is not None else None
+            vcond = _conditions(detector, vb["lq"], None) if detector is not None else None
             val = (vb["lq"], vb["hq"], vcond)
 
         def validate() -> tuple[float, float]:
@@ -277,7 +295,7 @@ def train(recipe: RestorerRecipe, data_dir: Path, val_dir: Path, out_dir: Path, 
             batch = next(batches)
             lq, hq = batch["lq"].to(dev, non_blocking=True), batch["hq"].to(dev, non_blocking=True)
             b = lq.shape[0]
-            cond = detector.condition_batch(lq) if detector is not None else None
+            cond = _conditions(detector, lq, batch.get("regions")) if detector is not None else None
             t = torch.randint(1, sched.T + 1, (b,), device=dev)
             x_t = sched.add_noise(hq, lq, t, torch.randn_like(hq))
             one_step = torch.rand(b, device=dev) < recipe.deterministic_fraction

@@ -141,6 +141,133 @@ class SyntheticPairs(IterableDataset):
             yield make_pair(photo, self.crop, rng, None, self.preset, self.min_crop_scale)
 
 
+def global_view(image: torch.Tensor, size: int) -> torch.Tensor:
+    """The whole ``[3, H, W]`` image resized to ``size`` x ``size`` exactly as the detector's global
+    view (:meth:`engine.detect.Detector._views`): antialiased bilinear, clamped to [0, 1]."""
+    out = torch.nn.functional.interpolate(image[None], size=(size, size), mode="bilinear", antialias=True,
+                                          align_corners=False)
+    return out[0].clamp_(0.0, 1.0)
+
+
+class PhotoViews(IterableDataset):
+    """An endless stream of detector training views that look like what the detector sees in a photo.
+
+    A region of a clean photo (short side log-uniform in ``[region_min, region_max]``, aspect ratio
+    between 3:4 and 4:3, random horizontal flip) is degraded at its own scale, as a whole photo of
+    that size would be. It then yields ``views_per_region`` samples: first its **global view** (the
+    region resized to ``crop``, as :meth:`engine.detect.Detector.analyze` resizes a photo), then
+    **native crops** (``crop`` x ``crop`` at full resolution, random positions), each with the clean
+    view from the same place. Training on both kinds teaches scene-scale damage (haze, rain, missing
+    regions) from the global view and pixel-scale damage (noise, JPEG blocks, blur) from the native
+    crops, which is how detection combines them. Samples are ``{"lq", "hq", "names", "view"}`` with
+    ``view`` 0 for a global view and 1 for a native crop.
+    """
+
+    def __init__(self, clean_dir: Path, crop: int, preset: str = "train", seed: int = 0, rank: int = 0,
+                 world_size: int = 1, region_min: int = 96, region_max: int = 512, views_per_region: int = 4,
+                 max_side: int = 1024):
+        super().__init__()
+        if not crop <= region_min <= region_max:
+            raise ValueError(f"need crop <= region_min <= region_max, got {crop}, {region_min}, {region_max}")
+        if views_per_region < 1:
+            raise ValueError("views_per_region must be at least 1")
+        sample_combination(np.random.default_rng(0), preset)  # validates the preset name
+        self.source = _PhotoSource(Path(clean_dir), max_side, in_memory=True)
+        self.crop, self.preset, self.seed = int(crop), preset, int(seed)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.region_min, self.region_max = int(region_min), int(region_max)
+        self.views_per_region = int(views_per_region)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _region(self, photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        h, w = photo.shape[:2]
+        short = float(np.exp(rng.uniform(np.log(self.region_min), np.log(self.region_max))))
+        aspect = float(np.exp(rng.uniform(np.log(0.75), np.log(4 / 3))))
+        rh, rw = (short, short * aspect) if aspect >= 1 else (short / aspect, short)
+        fit = min(1.0, h / rh, w / rw)  # shrink the region to fit the photo
+        rh, rw = max(self.crop, int(rh * fit)), max(self.crop, int(rw * fit))
+        if rh > h or rw > w:  # a photo smaller than one crop: upscale it
+            photo = np.asarray(Image.fromarray(photo).resize((max(w, rw), max(h, rh)), Image.Resampling.BICUBIC))
+            h, w = photo.shape[:2]
+        y, x = int(rng.integers(0, h - rh + 1)), int(rng.integers(0, w - rw + 1))
+        region = photo[y : y + rh, x : x + rw]
+        if rng.random() < 0.5:
+            region = region[:, ::-1]
+        return np.ascontiguousarray(region, dtype=np.float32) / 255.0
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        if info is not None:
+            torch.set_num_threads(1)
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker, 1])
+        c = self.crop
+        while True:
+            photo = self.source.get(int(rng.integers(len(self.source))))
+            if photo is None:
+                continue
+            hq = self._region(photo, rng)
+            names = sample_combination(rng, self.preset)
+            lq, _ = apply_degradations(hq, names, rng)
+            hq_t, lq_t = _to_tensor(hq), _to_tensor(np.clip(lq, 0.0, 1.0))
+            h, w = hq.shape[:2]
+            for v in range(self.views_per_region):
+                if v == 0:
+                    yield {"lq": global_view(lq_t, c), "hq": global_view(hq_t, c), "names": tuple(names), "view": 0}
+                else:
+                    y, x = int(rng.integers(0, h - c + 1)), int(rng.integers(0, w - c + 1))
+                    yield {"lq": lq_t[:, y : y + c, x : x + c].contiguous(), "hq": hq_t[:, y : y + c, x : x + c].contiguous(),
+                           "names": tuple(names), "view": 1}
+
+
+class RegionPairs(IterableDataset):
+    """An endless stream of restorer training pairs cut from photo regions degraded at their own scale.
+
+    Each sample degrades a region of a clean photo (short side log-uniform in ``[crop, region_max]``,
+    aspect ratio 3:4 to 4:3, as :class:`PhotoViews`) the way a whole photo of that size would be,
+    then takes a native-resolution ``crop`` x ``crop`` pair from it: the restorer works on photos at
+    full resolution (in tiles), so it trains on damage at the scale it meets there. With
+    ``with_region`` the sample also carries the whole degraded region (``"region"``, float32 HWC),
+    so the trainer can condition the crop on what the detector sees in the region, exactly as the
+    runtime conditions a tile on what the detector sees in the photo.
+    """
+
+    def __init__(self, clean_dir: Path, crop: int, preset: str = "train", seed: int = 0, rank: int = 0,
+                 world_size: int = 1, region_max: int = 512, with_region: bool = True, max_side: int = 1024):
+        super().__init__()
+        self._regions = PhotoViews(clean_dir, crop, preset, seed, rank, world_size, region_min=crop,
+                                   region_max=max(crop, region_max), views_per_region=1, max_side=max_side)
+        self.with_region = with_region
+
+    def set_epoch(self, epoch: int) -> None:
+        self._regions.set_epoch(epoch)
+
+    def __iter__(self):
+        views = self._regions
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        rng = np.random.default_rng([views.seed, views.epoch, views.rank, worker, 2])
+        c = views.crop
+        while True:
+            photo = views.source.get(int(rng.integers(len(views.source))))
+            if photo is None:
+                continue
+            hq = views._region(photo, rng)
+            names = sample_combination(rng, views.preset)
+            lq, _ = apply_degradations(hq, names, rng)
+            lq = np.clip(lq, 0.0, 1.0)
+            h, w = hq.shape[:2]
+            y, x = int(rng.integers(0, h - c + 1)), int(rng.integers(0, w - c + 1))
+            sample = {"lq": _to_tensor(lq[y : y + c, x : x + c]), "hq": _to_tensor(hq[y : y + c, x : x + c]),
+                      "names": tuple(names)}
+            if self.with_region:
+                sample["region"] = lq
+            yield sample
+
+
 class FixedSyntheticSet(Dataset):
     """``n`` deterministic synthetic pairs for validation: item ``i`` depends only on ``(seed, i)``.
 
@@ -175,10 +302,14 @@ class FixedSyntheticSet(Dataset):
 
 
 def collate_pairs(batch: list[dict]) -> dict:
-    """Stack samples into ``{"lq": [B, 3, H, W], "hq": [B, 3, H, W], "names": list[tuple]}``."""
-    return {
+    """Stack samples into ``{"lq": [B, 3, H, W], "hq": [B, 3, H, W], "names": list[tuple]}``
+    (plus ``"regions"``, a list of arrays, when the samples carry one)."""
+    out = {
         "lq": torch.stack([b["lq"] for b in batch]),
         "hq": torch.stack([b["hq"] for b in batch]),
         "names": [b["names"] for b in batch],
     }
+    if all("region" in b for b in batch):
+        out["regions"] = [b["region"] for b in batch]
+    return out
 

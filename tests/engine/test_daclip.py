@@ -21,12 +21,14 @@ from engine.models.serialization import ModelFileError
 from engine.vocab import DEGRADATIONS, NONE, OFFICIAL_DACLIP_DEGRADATIONS
 
 TINY = "PhotoMend-ViT-Tiny-Test"
+TINY_RN = "PhotoMend-RN-Tiny-Test"
 
 
-@pytest.fixture(scope="module")
-def model() -> DaClip:
+@pytest.fixture(scope="module", params=[TINY, TINY_RN])
+def model(request) -> DaClip:
+    """A tiny DA-CLIP on each supported open_clip image tower (ViT and ModifiedResNet)."""
     torch.manual_seed(0)
-    return DaClip(DaClipConfig.for_clip_model(TINY)).eval()
+    return DaClip(DaClipConfig.for_clip_model(request.param)).eval()
 
 
 def test_registered_configs_are_open_clip_models():
@@ -35,7 +37,7 @@ def test_registered_configs_are_open_clip_models():
     from engine.models.daclip import register_clip_configs
 
     register_clip_configs()
-    assert {"PhotoMend-ViT-T12-96", TINY} <= set(open_clip.list_models())
+    assert {"PhotoMend-ViT-T12-96", "PhotoMend-RN-96", TINY, TINY_RN} <= set(open_clip.list_models())
 
 
 def test_fresh_controller_leaves_content_exactly_equal_to_frozen_encoder(model):
@@ -58,6 +60,28 @@ def test_nonzero_control_changes_content(model):
         torch.nn.init.normal_(m.zero_linears[0].weight, std=0.5)
         content, _ = m.encode_image(x)
         assert not torch.allclose(content, m.encode_base(x))
+
+
+def test_resnet_controller_is_a_conv_tower_with_zero_convs():
+    m = DaClip(DaClipConfig.for_clip_model(TINY_RN))
+    assert m.resnet and all(isinstance(z, torch.nn.Conv2d) for z in m.zero_linears)
+    assert len(m.zero_linears) == 4  # one per bottleneck block of layers [1, 1, 1, 1]
+    assert all(not z.weight.detach().any() and not z.bias.detach().any() for z in m.zero_linears)
+
+
+def test_frozen_resnet_tower_keeps_batch_norm_statistics_in_training():
+    m = DaClip(DaClipConfig.for_clip_model(TINY_RN))
+    m.freeze_clip()
+    m.train()
+    assert not m.clip.visual.training and m.controller.training
+    before = m.clip.visual.bn1.running_mean.clone()
+    hiddens, slots = m.control(torch.rand(4, 3, m.image_size, m.image_size))
+    m.content(torch.rand(4, 3, m.image_size, m.image_size), hiddens).sum().backward()
+    assert torch.equal(m.clip.visual.bn1.running_mean, before)
+    assert not torch.equal(m.controller.bn1.running_mean, before)  # the controller's own statistics move
+    m.unfreeze_clip()
+    m.train()
+    assert m.clip.visual.training
 
 
 def test_slot_loss_is_permutation_invariant():

@@ -122,3 +122,83 @@ def test_fixed_set_is_deterministic_and_covers_combinations(clean_dir):
         a[48]
     mixed = FixedSyntheticSet(clean_dir, crop=32, preset="mixed", n=5, seed=0, max_side=256)
     assert mixed[4]["lq"].shape == (3, 32, 32)
+
+
+# -- PhotoViews (detector training) and RegionPairs (restorer training) -----------------------
+
+
+@pytest.fixture
+def only(monkeypatch):
+    """Make every drawn combination ``names`` (the datasets' own degradations stay random)."""
+    import engine.training.synthetic as synthetic
+
+    def use(*names):
+        monkeypatch.setattr(synthetic, "sample_combination", lambda rng, preset: tuple(names))
+
+    return use
+
+
+@pytest.fixture(scope="module")
+def grey_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("grey")
+    Image.fromarray(np.full((400, 520, 3), 128, np.uint8)).save(folder / "grey.png")
+    return folder
+
+
+def test_photo_views_group_a_global_view_and_native_crops_of_one_region(clean_dir):
+    from engine.training.synthetic import PhotoViews
+
+    ds = PhotoViews(clean_dir, crop=48, preset="train", seed=3, region_min=64, region_max=200,
+                    views_per_region=4, max_side=256)
+    items = take(ds, 12)
+    for k in range(0, 12, 4):
+        group = items[k:k + 4]
+        assert [g["view"] for g in group] == [0, 1, 1, 1]
+        assert len({g["names"] for g in group}) == 1
+        for g in group:
+            assert g["lq"].shape == g["hq"].shape == (3, 48, 48)
+            assert 0.0 <= float(g["lq"].min()) and float(g["lq"].max()) <= 1.0
+    again = take(PhotoViews(clean_dir, crop=48, preset="train", seed=3, region_min=64, region_max=200,
+                            max_side=256), 12)
+    assert all(torch.equal(a["lq"], b["lq"]) for a, b in zip(items, again, strict=True))
+
+
+def test_native_crops_keep_pixel_noise_that_the_global_view_averages_away(grey_dir, only):
+    from engine.training.synthetic import PhotoViews
+
+    only("noisy")
+    ds = PhotoViews(grey_dir, crop=48, seed=0, region_min=384, region_max=384, views_per_region=3)
+    global_std, crop_std = [], []
+    for item in take(ds, 30):
+        residual = float((item["lq"] - item["hq"]).std())
+        (global_std if item["view"] == 0 else crop_std).append(residual)
+    # a 384 px region shrunk to 48 px averages about 8 x 8 pixels: the noise std drops several-fold
+    assert np.mean(crop_std) > 3 * np.mean(global_std)
+
+
+def test_photo_views_reject_bad_sizes(clean_dir):
+    from engine.training.synthetic import PhotoViews
+
+    with pytest.raises(ValueError, match="region_min"):
+        PhotoViews(clean_dir, crop=96, region_min=64, region_max=128)
+
+
+def test_region_pairs_are_native_crops_of_the_degraded_region(clean_dir, only):
+    from engine.training.synthetic import RegionPairs
+
+    only("hazy", "noisy")
+    ds = RegionPairs(clean_dir, crop=64, seed=2, region_max=160, max_side=256)
+    for item in take(ds, 6):
+        region = item["region"]
+        assert item["lq"].shape == item["hq"].shape == (3, 64, 64)
+        assert 64 <= min(region.shape[:2]) and region.shape[2] == 3
+        crop = item["lq"].permute(1, 2, 0).numpy()
+        # the LQ crop is a piece of the region, found at some offset
+        h, w = region.shape[:2]
+        found = any(np.array_equal(region[y:y + 64, x:x + 64], crop)
+                    for y in range(h - 63) for x in range(w - 63))
+        assert found
+        assert item["names"] == ("hazy", "noisy")
+    batch = collate_pairs(take(ds, 3))
+    assert len(batch["regions"]) == 3
+    assert "regions" not in collate_pairs(take(RegionPairs(clean_dir, crop=64, with_region=False, max_side=256), 2))

@@ -33,13 +33,14 @@ def photos(tmp_path_factory) -> Path:
     return d
 
 
-def test_controller_learns_degradations_well_above_chance():
+@pytest.mark.parametrize("clip_model", ["PhotoMend-ViT-Tiny-Test", "PhotoMend-RN-Tiny-Test"])
+def test_controller_learns_degradations_well_above_chance(clip_model):
     """The control stage (permutation-invariant slot loss) separates clean / noisy / dark / both."""
     from engine.degradations import apply_degradations
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    model = DaClip(DaClipConfig.for_clip_model("PhotoMend-ViT-Tiny-Test"))
+    model = DaClip(DaClipConfig.for_clip_model(clip_model))
     model.freeze_clip()
     _, ControlStage = _stage_modules()
     stage = ControlStage(model, content_weight=0.1, content_fraction=0.5)
@@ -62,8 +63,10 @@ def test_controller_learns_degradations_well_above_chance():
     test_lq, _, test_names = batch(64)
 
     def accuracy():
+        model.eval()
         with torch.no_grad():
             _, _, logits = model(test_lq)
+        model.train()
         pred = predicted_sets(logits, model.cfg.classes)
         return np.mean([p == frozenset(t) for p, t in zip(pred, test_names, strict=True)])
 
@@ -83,9 +86,10 @@ def _recipe(**changes) -> DaClipRecipe:
     return DaClipRecipe(**{**TINY, **changes})
 
 
-def test_train_writes_checkpoint_log_and_detector(photos, tmp_path):
+@pytest.mark.parametrize("clip_model", ["PhotoMend-ViT-Tiny-Test", "PhotoMend-RN-Tiny-Test"])
+def test_train_writes_checkpoint_log_and_detector(photos, tmp_path, clip_model):
     seen = []
-    result = train(_recipe(), photos, tmp_path / "run", export=tmp_path / "export",
+    result = train(_recipe(clip_model=clip_model), photos, tmp_path / "run", export=tmp_path / "export",
                    on_step=lambda s, m: seen.append((s, m["stage"])))
     assert seen == [(1, "base"), (2, "base"), (3, "control"), (4, "control")]
     assert result["steps"] == 4
@@ -95,7 +99,7 @@ def test_train_writes_checkpoint_log_and_detector(photos, tmp_path):
     logs = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logs] == [1, 2, 3, 4] and all(np.isfinite(r["loss"]) for r in logs)
     model = load_pretrained(tmp_path / "export")
-    assert model.cfg.n_slots == 2 and model.cfg.clip_model == "PhotoMend-ViT-Tiny-Test"
+    assert model.cfg.n_slots == 2 and model.cfg.clip_model == clip_model
 
 
 def test_resume_continues_an_interrupted_run(photos, tmp_path):

@@ -152,3 +152,25 @@ def test_cli_usage_errors(photos, tmp_path):
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(TOML.format(steps=2))
     assert main(["train", "restorer", "--config", str(cfg), "--data", str(photos / "train")]) == 2  # no --daclip
+
+
+def test_region_training_conditions_each_crop_on_its_whole_region(photos, detector_dir, tmp_path, monkeypatch):
+    import dataclasses
+
+    from engine.detect import Detector
+
+    shapes = []
+    real = Detector.analyze
+
+    def spy(self, image):
+        shapes.append(image.shape)
+        return real(self, image)
+
+    monkeypatch.setattr(Detector, "analyze", spy)
+    recipe = dataclasses.replace(RECIPE, steps=3, batch_size=2, val_images=2, val_every=3, region_max=80)
+    result = train(recipe, photos / "train", photos / "val", tmp_path, daclip_dir=detector_dir, device="cpu")
+    assert shapes[:2] == [(32, 32, 3)] * 2  # validation crops: analysed as they are
+    regions = shapes[2:]
+    assert len(regions) == recipe.steps * recipe.batch_size  # one analysis per training sample
+    assert all(32 <= min(s[:2]) <= 80 for s in regions) and any(min(s[:2]) > 32 for s in regions)
+    assert result["val_psnr"] > 0
