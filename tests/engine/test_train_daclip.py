@@ -164,3 +164,24 @@ def test_ddp_with_torchrun_gloo_two_processes(photos, tmp_path):
     logs = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logs] == [1, 2, 3, 4]
     assert load_pretrained(tmp_path / "run" / "model").cfg.n_slots == 2
+
+
+def test_separation_loss_pushes_collapsed_prototypes_apart():
+    import torch.nn.functional as F
+
+    from engine.training.daclip import separation_loss
+
+    eye = torch.eye(12, 32)
+    collapsed = F.normalize(torch.ones(12, 32) + 0.01 * torch.randn(12, 32), dim=-1)
+    assert separation_loss(eye) < 1e-3
+    assert separation_loss(collapsed) > 0.9 * np.log(12)
+    raw = collapsed.clone().requires_grad_(True)
+    opt = torch.optim.SGD([raw], lr=0.5)
+    for _ in range(50):
+        loss = separation_loss(F.normalize(raw, dim=-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    spread = F.normalize(raw.detach(), dim=-1)
+    off_diagonal = (spread @ spread.t())[~torch.eye(12, dtype=torch.bool)]
+    assert off_diagonal.mean() < 0.5 < float((collapsed @ collapsed.t()).min())
