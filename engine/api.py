@@ -74,9 +74,12 @@ class RestoreOptions:
 
     ``steps``: IR-SDE steps (1 = fast deterministic restoration). ``tile``: tile size in pixels,
     ``None`` = chosen from available memory. ``degradations``: overrides detection when given.
+    ``keep_clean``: a photo in which nothing is detected (and no override is given) is returned
+    unchanged instead of going through the restorer.
     """
 
     steps: int = 1
     tile: int | None = None
     degradations: tuple[str, ...] | None = None
     seed: int = 0
+    keep_clean: bool = False

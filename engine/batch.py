@@ -148,6 +148,7 @@ def settings_record(settings: BatchSettings, restorer: Restorer | None = None) -
         "steps": settings.steps,
         "tile": settings.tile,
         "degradations": list(settings.degradations) if settings.degradations is not None else None,
+        "keep_clean": settings.keep_clean,
         "format": settings.format,
         "quality": settings.quality,
     }
@@ -233,7 +234,8 @@ def run_batch(inputs: list[tuple[Path, Path]], settings: BatchSettings, restorer
     emit = on_event or (lambda event: None)
     total = len(inputs)
     record = settings_record(settings, restorer)
-    options = RestoreOptions(steps=settings.steps, tile=settings.tile, degradations=settings.degradations)
+    options = RestoreOptions(steps=settings.steps, tile=settings.tile, degradations=settings.degradations,
+                             keep_clean=settings.keep_clean)
     manifest = Manifest(settings.output_dir)
     taken: set[Path] = set()
     results: list[FileResult] = []

@@ -100,16 +100,18 @@ def _tensor(image: np.ndarray):
 
 def evaluate(model, pairs: list[Pair], steps: int = 1, detector=None, seed: int = 0,
              progress: Callable[[ProgressEvent], None] | None = None,
-             cancel: CancelToken | None = None) -> list[PairResult]:
+             cancel: CancelToken | None = None, keep_clean: bool = False) -> list[PairResult]:
     """Restore every pair's LQ image with ``model`` (a :class:`~engine.restoration.RestorationModel`).
 
     ``detector`` (a :class:`~engine.detect.Detector`) is required for a conditioned model. Times count
     the restoration only (detection is the runtime's per-photo overhead, measured separately there).
+    ``keep_clean``: as the runtime's option, an image in which the detector sees nothing is kept as
+    it is (needs ``detector``).
     """
     import torch
 
-    if model.conditioned and detector is None:
-        raise ValueError("a conditioned restorer needs a detector for its DA-CLIP condition")
+    if (model.conditioned or keep_clean) and detector is None:
+        raise ValueError("a conditioned restorer (and keep_clean) needs a detector")
     results = []
     for i, pair in enumerate(pairs):
         if cancel is not None:
@@ -120,12 +122,15 @@ def evaluate(model, pairs: list[Pair], steps: int = 1, detector=None, seed: int 
             raise EvalDataError(str(exc)) from None
         if lq.shape != hq.shape:
             raise EvalDataError(f"{pair.lq}: size {lq.shape[:2]} differs from {pair.hq} {hq.shape[:2]}")
-        cond = detector.analyze(lq).condition[None] if model.conditioned else None
+        analysis = detector.analyze(lq) if detector is not None else None
+        cond = analysis.condition[None] if model.conditioned else None
         gen = torch.Generator().manual_seed(seed + i)
         t0 = time.perf_counter()
-        out = model.predict(_tensor(lq), cond, steps=steps, generator=gen)
+        if keep_clean and not analysis.detection.degradations:
+            restored = lq
+        else:
+            restored = model.predict(_tensor(lq), cond, steps=steps, generator=gen)[0].permute(1, 2, 0).numpy()
         seconds = time.perf_counter() - t0
-        restored = out[0].permute(1, 2, 0).numpy()
         results.append(PairResult(
             file=pair.lq.name, combination=pair.combination, steps=steps,
             psnr_in=psnr(lq, hq), psnr_out=psnr(restored, hq), ssim_in=ssim(lq, hq), ssim_out=ssim(restored, hq),

@@ -36,6 +36,7 @@ class BatchSettings:
     device: str = "auto"
     degradations: tuple[str, ...] | None = None
     model_dir: Path | None = None
+    keep_clean: bool = False
 
 
 @dataclass(frozen=True)

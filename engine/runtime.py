@@ -232,8 +232,16 @@ class Restorer:
     def restore_prepared(self, image: np.ndarray, prepared: Prepared, options: RestoreOptions,
                          progress: ProgressCallback | None = None,
                          cancel: CancelToken | None = None) -> np.ndarray:
-        """Restore ``image`` with an already computed condition; returns ``float32 (H, W, 3)``."""
+        """Restore ``image`` with an already computed condition; returns ``float32 (H, W, 3)``.
+
+        With ``options.keep_clean``, a photo whose detection is empty (no override) comes back as a
+        copy of the input, without running the restorer.
+        """
         image = _check_image(image)
+        if options.keep_clean and options.degradations is None and not prepared.detection.degradations:
+            if progress is not None:
+                progress(ProgressEvent("restore", 1, 1, "nothing detected: kept as is"))
+            return np.clip(image, 0.0, 1.0)
         h, w = image.shape[:2]
         plan = self.plan(h, w, options)
         out = torch.zeros((h, w, 3), dtype=torch.float32).numpy()  # torch maps huge pages: fewer faults

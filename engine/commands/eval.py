@@ -19,6 +19,8 @@ def register(sub) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed for steps > 1")
+    parser.add_argument("--keep-clean", action="store_true",
+                        help="as `restore --keep-clean`: keep images in which nothing is detected (model only)")
     parser.set_defaults(func=run)
 
 
@@ -52,7 +54,8 @@ def run(args) -> int:
         device = pick_device(args.device)
         pairs = spread_subset(load_pairs(args.data), args.limit)
         model = RestorationModel.from_dir(args.model, device)
-        detector = Detector.from_dir(args.daclip or args.model, device) if model.conditioned else None
+        needs_detector = model.conditioned or args.keep_clean
+        detector = Detector.from_dir(args.daclip or args.model, device) if needs_detector else None
         ablation = RestorationModel.from_dir(args.ablation, device) if args.ablation else None
         if ablation is not None and ablation.conditioned:
             raise UsageError(f"{args.ablation}: the ablation restorer should be unconditioned")
@@ -69,14 +72,16 @@ def run(args) -> int:
         for steps in steps_list:
             for name, m, det in runs:
                 try:
-                    results[name] += evaluate(m, pairs, steps, det, args.seed, progress=lambda e: bar.update(1))
+                    results[name] += evaluate(m, pairs, steps, det, args.seed, progress=lambda e: bar.update(1),
+                                              keep_clean=args.keep_clean and name == "model")
                 except (EvalDataError, ValueError) as exc:
                     raise UsageError(str(exc)) from None
     report = []
     for steps in steps_list:
         main_rs = [r for r in results["model"] if r.steps == steps]
         abl_rs = [r for r in results.get("ablation", []) if r.steps == steps] or None
-        report.append(markdown_report(main_rs, abl_rs, title=f"{args.model} on {args.data}"))
+        gate = " (--keep-clean)" if args.keep_clean else ""
+        report.append(markdown_report(main_rs, abl_rs, title=f"{args.model}{gate} on {args.data}"))
     text = "\n".join(report)
     print(text)
     if args.out:

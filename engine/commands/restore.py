@@ -33,6 +33,8 @@ def register(sub) -> None:
     p.add_argument("--suffix", default="", help="appended to each output's stem, e.g. _restored")
     p.add_argument("--degradations", default=None, metavar="A,B",
                    help="restore these degradations instead of the detected ones ('none' for none)")
+    p.add_argument("--keep-clean", action="store_true",
+                   help="write photos in which nothing is detected unchanged (not through the restorer)")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     p.add_argument("--report", type=Path, default=None, metavar="FILE", help="write a JSON report")
     p.add_argument("--model", type=Path, default=None, metavar="DIR", help="model bundle folder (default: bundled)")
@@ -71,7 +73,7 @@ def _settings(args):
     return BatchSettings(output_dir=args.output, suffix=args.suffix, format=fmt, quality=args.quality,
                          recursive=args.recursive, overwrite="overwrite" if args.overwrite else "skip",
                          steps=args.steps, tile=args.tile, device=args.device, degradations=names,
-                         model_dir=args.model)
+                         model_dir=args.model, keep_clean=args.keep_clean)
 
 
 def build_report(results, settings_record: dict, model: dict, seconds: float) -> dict:

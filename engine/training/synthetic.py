@@ -182,7 +182,8 @@ class PhotoViews(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def _region(self, photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def sample_region(self, photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A random clean region of ``photo`` (float32 HWC in [0, 1]) sized as described above."""
         h, w = photo.shape[:2]
         short = float(np.exp(rng.uniform(np.log(self.region_min), np.log(self.region_max))))
         aspect = float(np.exp(rng.uniform(np.log(0.75), np.log(4 / 3))))
@@ -209,7 +210,7 @@ class PhotoViews(IterableDataset):
             photo = self.source.get(int(rng.integers(len(self.source))))
             if photo is None:
                 continue
-            hq = self._region(photo, rng)
+            hq = self.sample_region(photo, rng)
             names = sample_combination(rng, self.preset)
             lq, _ = apply_degradations(hq, names, rng)
             hq_t, lq_t = _to_tensor(hq), _to_tensor(np.clip(lq, 0.0, 1.0))
@@ -255,7 +256,7 @@ class RegionPairs(IterableDataset):
             photo = views.source.get(int(rng.integers(len(views.source))))
             if photo is None:
                 continue
-            hq = views._region(photo, rng)
+            hq = views.sample_region(photo, rng)
             names = sample_combination(rng, views.preset)
             lq, _ = apply_degradations(hq, names, rng)
             lq = np.clip(lq, 0.0, 1.0)

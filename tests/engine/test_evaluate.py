@@ -125,3 +125,36 @@ def test_cli_usage_errors(synth_dir, model_dirs, tmp_path):
     assert main(["eval", "--model", str(cond), "--data", str(tmp_path)]) == 2
     assert main(["eval", "--model", str(cond), "--data", str(synth_dir), "--steps", "x"]) == 2
     assert main(["eval", "--model", str(cond), "--data", str(synth_dir), "--ablation", str(cond)]) == 2
+
+
+class _Says:
+    """A detector stub that sees ``names`` in every image (condition of the right width)."""
+
+    def __init__(self, names, dim=32):
+        from types import SimpleNamespace
+
+        from engine.api import Detection
+
+        self.result = SimpleNamespace(detection=Detection(tuple(names), {}), condition=torch.zeros(3, dim))
+
+    def analyze(self, image):
+        return self.result
+
+
+class _Darkens:
+    """A 'restorer' that halves every pixel: restoring is visible in the PSNR."""
+
+    conditioned = False
+
+    def predict(self, lq, cond=None, steps=1, generator=None):
+        return lq * 0.5
+
+
+def test_keep_clean_keeps_images_where_nothing_is_detected(synth_dir):
+    pairs = load_pairs(synth_dir)
+    kept = evaluate(_Darkens(), pairs, 1, _Says(()), keep_clean=True)
+    assert all(r.psnr_out == r.psnr_in for r in kept)
+    restored = evaluate(_Darkens(), pairs, 1, _Says(("noisy",)), keep_clean=True)
+    assert all(r.psnr_out != r.psnr_in for r in restored)
+    with pytest.raises(ValueError, match="detector"):
+        evaluate(_Darkens(), pairs, 1, None, keep_clean=True)

@@ -222,3 +222,18 @@ def test_bundled_model_tiled_matches_untiled_on_a_sample():
     assert len(restorer.plan(512, 512, RestoreOptions(tile=256))) == 9
     assert abs(psnr(tiled, clean) - psnr(untiled, clean)) < 0.05
     assert psnr(tiled, untiled) > 40
+
+
+def test_keep_clean_returns_a_photo_without_detections_unchanged():
+    img = photo(96, 128)
+    clean = Restorer.from_parts(FakeDetector(()), BlurModel(), "cpu")
+    events = []
+    out = clean.restore(img, RestoreOptions(keep_clean=True), progress=events.append).image
+    assert np.array_equal(out, img) and out is not img and clean.model.calls == 0
+    assert events[-1].message == "nothing detected: kept as is"
+    assert not np.array_equal(clean.restore(img, RestoreOptions()).image, img)  # off by default
+    # something detected, or an explicit choice of degradations: restored as usual
+    noisy = fake_restorer(names=("noisy",))
+    assert not np.array_equal(noisy.restore(img, RestoreOptions(keep_clean=True)).image, img)
+    forced = Restorer.from_parts(FakeDetector(()), BlurModel(), "cpu")
+    assert not np.array_equal(forced.restore(img, RestoreOptions(keep_clean=True, degradations=("noisy",))).image, img)
