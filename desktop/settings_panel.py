@@ -92,6 +92,9 @@ class SettingsPanel(QWidget):
         self.tile_spin.setSuffix(" px")
 
         self.recursive_check = QCheckBox("Include subfolders")
+        self.keep_clean_check = QCheckBox("Keep unchanged")
+        self.keep_clean_check.setToolTip("Photos in which nothing is detected are written as they are,\n"
+                                         "without going through the restorer")
         self.overwrite_combo = QComboBox()
         for policy in OVERWRITE_POLICIES:
             self.overwrite_combo.addItem(OVERWRITE_LABELS[policy], policy)
@@ -114,6 +117,7 @@ class SettingsPanel(QWidget):
         form.addRow("&Tile size", self.tile_spin)
         form.addRow("&Scan", self.recursive_check)
         form.addRow("&Existing", self.overwrite_combo)
+        form.addRow("C&lean photos", self.keep_clean_check)
         form.addRow("&Model", _row(model_row, self.model_button))
 
         self.show_settings(store.settings)
@@ -129,6 +133,7 @@ class SettingsPanel(QWidget):
         self.preset_combo.currentIndexChanged.connect(lambda: self._set(preset=self.preset_combo.currentData()))
         self.tile_spin.valueChanged.connect(lambda v: self._set(tile=int(v)))
         self.recursive_check.toggled.connect(lambda v: self._set(recursive=bool(v)))
+        self.keep_clean_check.toggled.connect(lambda v: self._set(keep_clean=bool(v)))
         self.overwrite_combo.currentIndexChanged.connect(
             lambda: self._set(overwrite=self.overwrite_combo.currentData())
         )
@@ -161,6 +166,7 @@ class SettingsPanel(QWidget):
             self._select(self.preset_combo, s.preset)
             self.tile_spin.setValue(s.tile)
             self.recursive_check.setChecked(s.recursive)
+            self.keep_clean_check.setChecked(s.keep_clean)
             self._select(self.overwrite_combo, s.overwrite)
             self.model_label.setText(s.model_dir or "Bundled model")
             self.model_label.setCursorPosition(0)

@@ -188,6 +188,7 @@ class Settings:
     tile: int = 0  # 0 = chosen from available memory
     recursive: bool = True
     overwrite: str = "skip"
+    keep_clean: bool = False  # photos in which nothing is detected are written unchanged
     model_dir: str = ""  # "" = the bundled model
     models: list[str] = field(default_factory=list)  # bundles added from disk
 
@@ -213,6 +214,7 @@ class Settings:
             device=self.device,
             degradations=degradations,
             model_dir=Path(self.model_dir) if self.model_dir else None,
+            keep_clean=bool(self.keep_clean),
         )
         return replace(bs, **overrides) if overrides else bs
 

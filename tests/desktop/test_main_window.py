@@ -118,6 +118,7 @@ def test_settings_and_window_state_survive_a_restart(qtbot, make_window, store, 
     panel.format_combo.setCurrentIndex(panel.format_combo.findData("png"))
     panel.tile_spin.setValue(256)
     panel.recursive_check.setChecked(False)
+    panel.keep_clean_check.setChecked(True)
     panel.overwrite_combo.setCurrentIndex(panel.overwrite_combo.findData("rename"))
     window.comparison.set_mode("side")
     window.resize(760, 560)  # within the offscreen screen (800 x 800)
@@ -126,8 +127,9 @@ def test_settings_and_window_state_survive_a_restart(qtbot, make_window, store, 
 
     again = make_window(store_=SettingsStore(private_config))
     s = again.store.settings
-    assert (s.output_dir, s.preset, s.format, s.tile, s.recursive, s.overwrite) == (
-        str(tmp_path / "restored"), "Best", "png", 256, False, "rename")
+    assert (s.output_dir, s.preset, s.format, s.tile, s.recursive, s.overwrite, s.keep_clean) == (
+        str(tmp_path / "restored"), "Best", "png", 256, False, "rename", True)
+    assert s.batch_settings().keep_clean and again.settings_panel.keep_clean_check.isChecked()
     assert again.settings_panel.preset_combo.currentData() == "Best"
     assert again.settings_panel.tile_spin.value() == 256
     assert again.comparison.mode == "side"
