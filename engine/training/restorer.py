@@ -170,11 +170,13 @@ def x0_loss(pred, target, lq, kind: str):
 
 def _conditions(detector, lq, regions):
     """Restorer conditions ``[B, 3, D]`` on ``lq``'s device: :meth:`Detector.analyze` of each sample's
-    region (or of the crop itself when there are none), as the runtime conditions a photo's tiles."""
+    region, as the runtime conditions a photo's tiles; without regions, each crop as one view
+    (:meth:`Detector.condition_batch`)."""
     import torch
 
-    images = regions if regions is not None else [x.permute(1, 2, 0).cpu().numpy() for x in lq]
-    return torch.stack([detector.analyze(image).condition for image in images]).to(lq.device)
+    if regions is None:
+        return detector.condition_batch(lq)
+    return torch.stack([detector.analyze(image).condition for image in regions]).to(lq.device)
 
 
 def lr_factor(step: int, recipe: RestorerRecipe) -> float:
