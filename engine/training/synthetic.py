@@ -199,29 +199,35 @@ class PhotoViews(IterableDataset):
             region = region[:, ::-1]
         return np.ascontiguousarray(region, dtype=np.float32) / 255.0
 
-    def __iter__(self):
+    def degraded_regions(self, stream: int = 1):
+        """Endless ``(rng, hq, lq, names)``: clean region, its degraded copy (clipped to [0, 1]) and
+        the applied names; ``rng`` is this (rank, worker, ``stream``)'s generator, for cropping."""
         info = get_worker_info()
         worker = info.id if info is not None else 0
         if info is not None:
             torch.set_num_threads(1)
-        rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker, 1])
-        c = self.crop
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker, stream])
         while True:
             photo = self.source.get(int(rng.integers(len(self.source))))
             if photo is None:
                 continue
             hq = self.sample_region(photo, rng)
-            names = sample_combination(rng, self.preset)
+            names = tuple(sample_combination(rng, self.preset))
             lq, _ = apply_degradations(hq, names, rng)
-            hq_t, lq_t = _to_tensor(hq), _to_tensor(np.clip(lq, 0.0, 1.0))
+            yield rng, hq, np.clip(lq, 0.0, 1.0), names
+
+    def __iter__(self):
+        c = self.crop
+        for rng, hq, lq, names in self.degraded_regions(stream=1):
+            hq_t, lq_t = _to_tensor(hq), _to_tensor(lq)
             h, w = hq.shape[:2]
             for v in range(self.views_per_region):
                 if v == 0:
-                    yield {"lq": global_view(lq_t, c), "hq": global_view(hq_t, c), "names": tuple(names), "view": 0}
+                    yield {"lq": global_view(lq_t, c), "hq": global_view(hq_t, c), "names": names, "view": 0}
                 else:
                     y, x = int(rng.integers(0, h - c + 1)), int(rng.integers(0, w - c + 1))
                     yield {"lq": lq_t[:, y : y + c, x : x + c].contiguous(), "hq": hq_t[:, y : y + c, x : x + c].contiguous(),
-                           "names": tuple(names), "view": 1}
+                           "names": names, "view": 1}
 
 
 class RegionPairs(IterableDataset):
@@ -247,23 +253,12 @@ class RegionPairs(IterableDataset):
         self._regions.set_epoch(epoch)
 
     def __iter__(self):
-        views = self._regions
-        info = get_worker_info()
-        worker = info.id if info is not None else 0
-        rng = np.random.default_rng([views.seed, views.epoch, views.rank, worker, 2])
-        c = views.crop
-        while True:
-            photo = views.source.get(int(rng.integers(len(views.source))))
-            if photo is None:
-                continue
-            hq = views.sample_region(photo, rng)
-            names = sample_combination(rng, views.preset)
-            lq, _ = apply_degradations(hq, names, rng)
-            lq = np.clip(lq, 0.0, 1.0)
+        c = self._regions.crop
+        for rng, hq, lq, names in self._regions.degraded_regions(stream=2):
             h, w = hq.shape[:2]
             y, x = int(rng.integers(0, h - c + 1)), int(rng.integers(0, w - c + 1))
             sample = {"lq": _to_tensor(lq[y : y + c, x : x + c]), "hq": _to_tensor(hq[y : y + c, x : x + c]),
-                      "names": tuple(names)}
+                      "names": names}
             if self.with_region:
                 sample["region"] = lq
             yield sample
