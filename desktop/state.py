@@ -233,6 +233,9 @@ class Settings:
         fixed.quality = min(100, max(1, int(fixed.quality)))
         fixed.tile = max(0, int(fixed.tile))
         fixed.models = [str(m) for m in fixed.models if isinstance(m, str)]
+        for name in ("recursive", "keep_clean"):  # the check boxes take only real booleans
+            if not isinstance(getattr(fixed, name), bool):
+                setattr(fixed, name, getattr(d, name))
         return fixed
 
 

@@ -61,6 +61,9 @@ def test_broken_or_hand_edited_settings_fall_back_to_defaults(tmp_path):
     (tmp_path / "settings.json").write_text(json.dumps({"preset": "Ultra", "quality": 500, "unknown": 1, "tile": 64}))
     s = SettingsStore(tmp_path).settings
     assert (s.preset, s.quality, s.tile) == ("Fast", 100, 64)
+    (tmp_path / "settings.json").write_text(json.dumps({"keep_clean": "yes", "recursive": 0}))
+    s = SettingsStore(tmp_path).settings
+    assert (s.keep_clean, s.recursive) == (Settings().keep_clean, Settings().recursive)
 
 
 def test_default_config_folder_honours_the_override(private_config):
