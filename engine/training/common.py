@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import sys
 from pathlib import Path
 
 import tomllib
@@ -74,7 +75,11 @@ def setup_distributed() -> DistInfo:
 
 
 def cleanup_distributed() -> None:
+    """Leave the process group once every rank is done: rank 0 validates and writes checkpoints
+    after the others finish their last step, and a gloo group torn down under it aborted a rank."""
     if dist.is_initialized():
+        if sys.exc_info()[0] is None:  # not while an error unwinds: the other ranks may never arrive
+            dist.barrier()
         dist.destroy_process_group()
 
 
