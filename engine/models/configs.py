@@ -17,6 +17,9 @@ class UNetConfig:
     multiplied by ``channel_mult[i]`` at level ``i``; ``num_res_blocks`` residual blocks per level
     in the encoder and in the decoder; ``attention_levels`` lists the levels (0 = finest) with
     cross-attention to the condition tokens; ``cond_dim`` is the DA-CLIP embedding size.
+    ``global_affine`` (conditioned networks only) adds a per-image colour correction predicted from
+    the condition: a gain and an offset per channel applied to the whole LQ image (see
+    :class:`engine.models.unet.GlobalAffine`).
     """
 
     in_channels: int = 3
@@ -30,6 +33,7 @@ class UNetConfig:
     cond_dim: int = 192
     num_cond_tokens: int = 3
     conditioned: bool = True
+    global_affine: bool = False
 
     @property
     def multiple(self) -> int:

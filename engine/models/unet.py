@@ -16,6 +16,14 @@ it is the restoration of the LQ image. Every operation is local
 the whole image away from tile borders. ``conditioned=False`` builds the same network without the
 conditioning path (the ablation).
 
+``global_affine``: the condition also predicts one colour correction per image, ``mu' = mu * gain +
+offset`` per channel (:class:`GlobalAffine`). Most of the error of a dark, hazy, snowy or
+colour-cast photo is global (on held-out seed24 pairs, the best per-channel gain and offset alone
+raise PSNR by 4.9 dB), which a local network cannot tell from a tile; the embeddings of the whole
+photo can. The U-Net sees ``mu'`` in place of ``mu`` and predicts ``x0`` as
+``x_t + g(t) (mu' - mu) + residual``, with a learned gate ``g(t)`` in (0, 1) (near ``t = 0`` the state
+is already almost clean). It stays tiling-safe: every tile of a photo shares its condition.
+
 Cost: a pixel-unshuffle stem runs the first level at half resolution; channels double while the
 resolution halves, so every 3x3 convolution costs about the same per input pixel.
 """
@@ -106,6 +114,32 @@ class CrossAttention(nn.Module):
         return x + self.proj(out)
 
 
+class GlobalAffine(nn.Module):
+    """Per-image, per-channel gain and offset predicted from the flattened condition (zero-initialised,
+    so a fresh head is the identity), and a gate over time for how much of it ``x0`` takes."""
+
+    def __init__(self, cond_features: int, time_dim: int, channels: int, hidden: int = 256):
+        super().__init__()
+        self.channels = channels
+        self.mlp = nn.Sequential(nn.LayerNorm(cond_features), nn.Linear(cond_features, hidden), nn.SiLU(),
+                                 nn.Linear(hidden, 2 * channels))
+        self.gate = nn.Linear(time_dim, 1)
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def params(self, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(gain, offset)``, each ``[B, C, 1, 1]``; the log-gain is bounded to +-log(16)."""
+        log_gain, offset = self.mlp(condition.flatten(1)).float().chunk(2, dim=1)
+        gain = torch.exp(log_gain.clamp(-math.log(16.0), math.log(16.0)))
+        return gain[:, :, None, None], offset[:, :, None, None]
+
+    def forward(self, mu: torch.Tensor, condition: torch.Tensor, temb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mu', gate)``: the corrected LQ image and the gate ``[B, 1, 1, 1]``."""
+        gain, offset = self.params(condition)
+        gate = torch.sigmoid(self.gate(temb).float())[:, :, None, None]
+        return (mu.float() * gain + offset).to(mu.dtype), gate.to(mu.dtype)
+
+
 class Level(nn.Module):
     """Residual blocks of one resolution, each optionally followed by cross-attention."""
 
@@ -137,6 +171,8 @@ class ConditionalUNet(nn.Module):
                 nn.Linear(cfg.num_cond_tokens * cfg.cond_dim, cfg.time_dim), nn.SiLU(),
                 nn.Linear(cfg.time_dim, cfg.time_dim),
             )
+        self.global_affine = (GlobalAffine(cfg.num_cond_tokens * cfg.cond_dim, cfg.time_dim, cfg.in_channels)
+                              if cfg.conditioned and cfg.global_affine else None)
         attention = set(cfg.attention_levels) if cfg.conditioned else set()
         self.stem = nn.Sequential(nn.PixelUnshuffle(r), nn.Conv2d(2 * cfg.in_channels * r * r, chans[0], 3, padding=1))
         self.encoder = nn.ModuleList()
@@ -166,7 +202,8 @@ class ConditionalUNet(nn.Module):
         cfg = self.config
         if x_t.shape[-2] % cfg.multiple or x_t.shape[-1] % cfg.multiple:
             raise ValueError(f"input size {tuple(x_t.shape[-2:])} is not a multiple of {cfg.multiple}")
-        emb = self.time_mlp(timestep_embedding(t, cfg.time_dim).to(x_t.dtype))
+        temb = self.time_mlp(timestep_embedding(t, cfg.time_dim).to(x_t.dtype))
+        emb = temb
         tokens = None
         if cfg.conditioned:
             if condition is None:
@@ -174,6 +211,11 @@ class ConditionalUNet(nn.Module):
             condition = condition.to(x_t.dtype)
             emb = emb + self.cond_mlp(condition.flatten(1))
             tokens = condition
+        correction = None
+        if self.global_affine is not None:
+            corrected, gate = self.global_affine(mu, condition, temb)
+            correction = gate * (corrected - mu)
+            mu = corrected
         h = self.stem(torch.cat([x_t, mu], dim=1))
         skips = []
         for i, level in enumerate(self.encoder):
@@ -184,4 +226,5 @@ class ConditionalUNet(nn.Module):
         for i in reversed(range(len(self.decoder))):
             h = self.ups[i](h) + skips[i]
             h = self.decoder[i](h, emb, tokens)
-        return x_t + self.head(h)
+        out = x_t + self.head(h)
+        return out if correction is None else out + correction

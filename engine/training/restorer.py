@@ -40,7 +40,10 @@ class RestorerRecipe:
     region, the runtime's path.
     ``loss``: ``mse`` (the batch MSE on x0, as in the study) or ``relative_mse`` (each image's MSE on
     x0 weighted by ``0.05 / (input MSE + 0.05)``, fixed per crop: dark or hazy crops with huge errors
-    no longer drown the lightly degraded ones, which the mean PSNR counts equally).
+    no longer drown the lightly degraded ones, which the mean PSNR counts equally), or ``psnr_mse``
+    (each image's MSE on x0 divided by its own current MSE, held constant: the gradient of the mean
+    per-image log-MSE, i.e. of the mean PSNR; every image counts by its relative error, so a nearly
+    clean crop that the network worsens costs as much as a dark crop that it fails to brighten).
     """
 
     unet: UNetConfig = field(default_factory=UNetConfig)
@@ -153,6 +156,7 @@ def _batches(stream: Iterator, batch_size: int) -> Iterator[dict]:
 
 
 RELATIVE_FLOOR = 0.05  # MSE of a 13 dB input
+PSNR_FLOOR = 1e-4      # MSE of a 40 dB result: below it an image no longer gains weight
 
 
 def x0_loss(pred, target, lq, kind: str):
@@ -165,7 +169,12 @@ def x0_loss(pred, target, lq, kind: str):
         # inputs better than 13 dB weigh about 1; a 5 dB input (MSE 0.32) weighs 0.14
         weight = RELATIVE_FLOOR / ((lq - target).pow(2).flatten(1).mean(1) + RELATIVE_FLOOR)
         return (per_image * weight).mean()
-    raise ValueError(f"unknown loss {kind!r} (mse, relative_mse)")
+    if kind == "psnr_mse":
+        # each image's MSE over its own current error (no gradient through the weight): the gradient of
+        # the mean log-MSE, i.e. of the mean PSNR that evaluation reports
+        weight = 1.0 / (per_image.detach() + PSNR_FLOOR)
+        return (per_image * weight).mean() * PSNR_FLOOR
+    raise ValueError(f"unknown loss {kind!r} (mse, relative_mse, psnr_mse)")
 
 
 def _conditions(detector, lq, regions):

@@ -90,6 +90,20 @@ def test_losses():
         x0_loss(pred, hq, lq, "l7")
 
 
+def test_psnr_mse_loss_follows_the_gradient_of_mean_log_mse():
+    hq = torch.zeros(2, 3, 4, 4)
+    lq = torch.stack([torch.full((3, 4, 4), 0.5), torch.full((3, 4, 4), 0.01)])
+    pred = (lq / 2).requires_grad_()
+    x0_loss(pred, hq, lq, "psnr_mse").backward()
+    ours = pred.grad.clone()
+    pred.grad = None
+    per = (pred - hq).pow(2).flatten(1).mean(1)
+    torch.log(per + 1e-4).mean().mul(1e-4).backward()
+    assert torch.allclose(ours, pred.grad, rtol=1e-5, atol=0)
+    # a nearly clean image pulls far harder per unit of error than a dark one (1/MSE weighting)
+    assert ours[1].abs().max() / 0.005 > 100 * ours[0].abs().max() / 0.25
+
+
 def test_tiny_conditioned_run_improves_validation_psnr(photos, detector_dir, tmp_path):
     seen = []
     # three tiny photos cannot generalise to a fourth: validate on fixed crops of the training photos

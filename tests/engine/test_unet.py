@@ -83,3 +83,47 @@ def test_locality_tiles_match_away_from_borders():
     assert inner >= 8
     assert torch.allclose(full[..., :inner, :inner], crop[..., :inner, :inner], atol=1e-5)
     assert not torch.allclose(full[..., :80, :80], crop, atol=1e-5)  # borders do differ
+
+
+AFFINE = UNetConfig(**{**TINY.__dict__, "global_affine": True})
+
+
+def test_global_affine_is_identity_when_fresh_and_absent_by_default():
+    assert ConditionalUNet(TINY).global_affine is None  # older restorer.json files keep their network
+    net = ConditionalUNet(AFFINE)
+    mu, x_t = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
+    assert torch.equal(net(x_t, mu, torch.rand(1), torch.randn(1, 3, 12)), x_t)
+
+
+def test_global_affine_applies_the_predicted_gain_and_offset_through_the_gate():
+    net = ConditionalUNet(AFFINE)
+    head = net.global_affine
+    with torch.no_grad():
+        head.mlp[-1].bias.copy_(torch.tensor([0.6931472, 0.0, 0.0, 0.0, 0.1, -0.2]))  # red x2, green +0.1, blue -0.2
+        head.gate.bias.fill_(30.0)  # gate ~ 1
+    mu = torch.rand(2, 3, 16, 16) * 0.5
+    out = net(mu, mu, torch.ones(2), torch.randn(2, 3, 12))  # the one-step start: x_T = mu
+    assert torch.allclose(out[:, 0], 2 * mu[:, 0], atol=1e-5)
+    assert torch.allclose(out[:, 1], mu[:, 1] + 0.1, atol=1e-5)
+    assert torch.allclose(out[:, 2], mu[:, 2] - 0.2, atol=1e-5)
+    with torch.no_grad():
+        head.gate.bias.fill_(-30.0)  # gate ~ 0: x_t passes through
+    assert torch.allclose(net(mu, mu, torch.ones(2), torch.randn(2, 3, 12)), mu, atol=1e-5)
+
+
+def test_global_affine_is_bounded_and_tiling_safe():
+    torch.manual_seed(0)
+    net = ConditionalUNet(AFFINE).eval()
+    _perturb(net)
+    with torch.no_grad():
+        net.global_affine.mlp[-1].bias.fill_(50.0)
+    gain, _ = net.global_affine.params(torch.randn(1, 3, 12))
+    assert gain.max() <= 16.0 + 1e-4
+    with torch.no_grad():
+        net.global_affine.mlp[-1].bias.fill_(0.3)
+    k = AFFINE.receptive_radius
+    x, c, t = torch.rand(1, 3, 96, 96), torch.randn(1, 3, 12), torch.ones(1)
+    with torch.no_grad():
+        full, crop = net(x, x, t, c), net(x[..., :80, :80], x[..., :80, :80], t, c)
+    inner = 80 - k
+    assert torch.allclose(full[..., :inner, :inner], crop[..., :inner, :inner], atol=1e-5)
