@@ -120,7 +120,6 @@ class GlobalAffine(nn.Module):
 
     def __init__(self, cond_features: int, time_dim: int, channels: int, hidden: int = 256):
         super().__init__()
-        self.channels = channels
         self.mlp = nn.Sequential(nn.LayerNorm(cond_features), nn.Linear(cond_features, hidden), nn.SiLU(),
                                  nn.Linear(hidden, 2 * channels))
         self.gate = nn.Linear(time_dim, 1)

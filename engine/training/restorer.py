@@ -160,8 +160,9 @@ PSNR_FLOOR = 1e-4      # MSE of a 40 dB result: below it an image no longer gain
 
 
 def x0_loss(pred, target, lq, kind: str):
-    """MSE on the predicted clean image, over the batch (``mse``) or weighted per image by the inverse
-    of its input's error (``relative_mse``; the weight depends on the LQ crop only, not on ``t``)."""
+    """MSE on the predicted clean image, over the batch (``mse``), weighted per image by the inverse
+    of its input's error (``relative_mse``; the weight depends on the LQ crop only, not on ``t``), or
+    by the inverse of its own current error (``psnr_mse``; see :class:`RestorerRecipe`)."""
     per_image = (pred - target).pow(2).flatten(1).mean(1)
     if kind == "mse":
         return per_image.mean()
