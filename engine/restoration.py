@@ -6,6 +6,9 @@ Contract for callers (the tiled runtime, evaluation, training validation):
   :attr:`RestorationModel.multiple` and crops back. Tiles that are already multiples avoid padding.
 * ``condition``: the DA-CLIP embeddings ``[B, 3, cond_dim]`` (content; slot 1; slot 2), required
   when :attr:`conditioned`, ignored otherwise.
+* ``stats``: with a ``image_stats`` network, the colour statistics of the whole photo
+  (:meth:`RestorationModel.photo_statistics`) when ``lq`` is a tile of it; computed from ``lq`` when
+  omitted. Every tile of a photo shares them, like the condition.
 * ``steps=1`` is a deterministic restoration (one network call); more steps sample the IR-SDE
   reverse process (stochastic; pass a ``generator`` for reproducibility). Output in [0, 1].
 * The network is local (no global normalisation or spatial attention): tiling with an overlap of
@@ -24,7 +27,7 @@ import torch.nn.functional as F
 
 from engine.device import autocast
 from engine.models.serialization import load_weights, read_config, save_model
-from engine.models.unet import ConditionalUNet, UNetConfig
+from engine.models.unet import ConditionalUNet, UNetConfig, image_statistics, upgrade_key
 from engine.sde import IRSDEConfig, IRSDEScheduler
 
 ARCHITECTURE = "photomend-restorer"
@@ -50,12 +53,13 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
 
 
 def sample(net: ConditionalUNet, scheduler: IRSDEScheduler, lq: torch.Tensor, condition: torch.Tensor | None,
-           steps: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
+           steps: int = 1, generator: torch.Generator | None = None,
+           stats: torch.Tensor | None = None) -> torch.Tensor:
     """Run the IR-SDE reverse loop on an already padded batch; returns the (unclamped) restoration."""
     scheduler.set_timesteps(steps)
     x = scheduler.initial_sample(lq, generator)
     for t in scheduler.timesteps:
-        x0_hat = net(x, lq, scheduler.network_time(t, lq.shape[0]).to(lq.device), condition)
+        x0_hat = net(x, lq, scheduler.network_time(t, lq.shape[0]).to(lq.device), condition, stats)
         x = scheduler.step(x0_hat.float(), int(t), x, lq, generator)
     return x
 
@@ -76,7 +80,7 @@ class RestorationModel:
         stem = Path(model_dir) / STEM
         config = read_config(stem, ARCHITECTURE, RestorerConfig)
         net = ConditionalUNet(config.unet)
-        load_weights(net, stem)
+        load_weights(net, stem, upgrade_key)
         return cls(config, net, device)
 
     def save(self, model_dir: Path | str, dtype: torch.dtype | None = None) -> None:
@@ -103,12 +107,26 @@ class RestorationModel:
         return self.config.unet.receptive_radius
 
     @torch.inference_mode()
+    def photo_statistics(self, image: torch.Tensor) -> torch.Tensor | None:
+        """The ``stats`` argument of :meth:`predict` for the tiles of ``image`` ``[B, 3, H, W]`` (the
+        whole photos), or ``None`` when the network does not use them."""
+        if not self.config.unet.image_stats:
+            return None
+        return image_statistics(image.to(self.device, torch.float32))
+
+    @torch.inference_mode()
     def predict(self, lq: torch.Tensor, condition: torch.Tensor | None = None, steps: int = 1,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, stats: torch.Tensor | None = None) -> torch.Tensor:
         """Restore ``lq`` ``[B, 3, h, w]`` in [0, 1]; returns ``[B, 3, h, w]`` in [0, 1] on ``lq``'s device."""
         if lq.dim() != 4 or lq.shape[1] != 3:
             raise ValueError(f"expected lq of shape [B, 3, h, w], got {tuple(lq.shape)}")
         out_device = lq.device
+        if stats is None:
+            stats = self.photo_statistics(lq)  # before padding: the padding is not part of the photo
+        elif self.config.unet.image_stats:
+            stats = stats.to(self.device, torch.float32)
+        else:
+            stats = None
         x, (h, w) = pad_to_multiple(lq.to(self.device, torch.float32), self.multiple)
         cond = None
         if self.conditioned:
@@ -118,5 +136,5 @@ class RestorationModel:
                 raise ValueError(f"condition must be [{lq.shape[0]}, 3, {self.cond_dim}], got {tuple(condition.shape)}")
             cond = condition.to(self.device, torch.float32)
         with autocast(self.device):
-            y = sample(self.net, self.scheduler, x, cond, steps, generator)
+            y = sample(self.net, self.scheduler, x, cond, steps, generator, stats)
         return y[..., :h, :w].float().clamp_(0, 1).to(out_device)

@@ -50,8 +50,10 @@ class DetectorLike(Protocol):
 class RestorationModelLike(Protocol):
     multiple: int
 
+    def photo_statistics(self, image: torch.Tensor) -> torch.Tensor | None: ...
+
     def predict(self, lq: torch.Tensor, condition: torch.Tensor | None = None, steps: int = 1,
-                generator: torch.Generator | None = None) -> torch.Tensor: ...
+                generator: torch.Generator | None = None, stats: torch.Tensor | None = None) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -247,6 +249,8 @@ class Restorer:
         out = torch.zeros((h, w, 3), dtype=torch.float32).numpy()  # torch maps huge pages: fewer faults
         condition = prepared.condition
         cond = None if condition is None else condition.to(self.device, torch.float32).unsqueeze(0)
+        # colour statistics of the whole photo, shared by its tiles like the condition
+        stats = self.model.photo_statistics(torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0))
         with torch.inference_mode(), autocast(self.device):
             for tile in plan.tiles:
                 if cancel is not None:
@@ -259,7 +263,7 @@ class Restorer:
                 if options.steps > 1:
                     generator = torch.Generator(device=self.device)
                     generator.manual_seed(int(options.seed) * 1_000_003 + tile.index)
-                restored = self.model.predict(lq, cond, steps=options.steps, generator=generator)
+                restored = self.model.predict(lq, cond, steps=options.steps, generator=generator, stats=stats)
                 pixels = restored[0].float().permute(1, 2, 0).cpu().numpy()
                 blend_tile(out, plan, tile, pixels, in_place=True)  # the tile output is ours to scale
                 if progress is not None:

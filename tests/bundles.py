@@ -18,7 +18,10 @@ def build_tiny_bundle(folder: Path) -> Path:
     detector = DaClip(DaClipConfig.for_clip_model("PhotoMend-ViT-Tiny-Test"))
     save_pretrained(detector, folder)
     unet = UNetConfig(base_channels=8, channel_mult=(1, 2), attention_levels=(1,), attention_heads=2,
-                      time_dim=32, cond_dim=detector.embed_dim)
-    RestorationModel(RestorerConfig(unet=unet)).save(folder)
+                      time_dim=32, cond_dim=detector.embed_dim, global_affine=True, image_stats=True)
+    restorer = RestorationModel(RestorerConfig(unet=unet))
+    with torch.no_grad():  # a colour head that depends on the photo's statistics (fresh, it is the identity)
+        restorer.net.global_affine.out[-1].weight.normal_(0.0, 0.2)
+    restorer.save(folder)
     (folder / "README.md").write_text("# Tiny test model\n\nRandom weights, for tests only.\n", encoding="utf-8")
     return folder

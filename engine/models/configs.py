@@ -17,9 +17,10 @@ class UNetConfig:
     multiplied by ``channel_mult[i]`` at level ``i``; ``num_res_blocks`` residual blocks per level
     in the encoder and in the decoder; ``attention_levels`` lists the levels (0 = finest) with
     cross-attention to the condition tokens; ``cond_dim`` is the DA-CLIP embedding size.
-    ``global_affine`` (conditioned networks only) adds a per-image colour correction predicted from
-    the condition: a gain and an offset per channel applied to the whole LQ image (see
-    :class:`engine.models.unet.GlobalAffine`).
+    ``global_affine`` adds a per-image colour correction: a gain and an offset per channel applied
+    to the whole LQ image (see :class:`engine.models.unet.GlobalAffine`), predicted from the
+    condition (conditioned networks) and, with ``image_stats``, from colour statistics of the whole
+    LQ photo (:func:`engine.models.unet.image_statistics`; the ablation gets those too).
     """
 
     in_channels: int = 3
@@ -34,6 +35,11 @@ class UNetConfig:
     num_cond_tokens: int = 3
     conditioned: bool = True
     global_affine: bool = False
+    image_stats: bool = False
+
+    @property
+    def has_global_affine(self) -> bool:
+        return self.global_affine and (self.conditioned or self.image_stats)
 
     @property
     def multiple(self) -> int:

@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 import typing
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -96,8 +97,9 @@ def read_config(stem: str | Path, architecture: str, cls):
     return _build_dataclass(cls, meta.get("config", {}), path)
 
 
-def load_weights(module: torch.nn.Module, stem: str | Path) -> None:
-    """Load ``stem.safetensors`` into ``module``, refusing missing, extra or mis-shaped tensors."""
+def load_weights(module: torch.nn.Module, stem: str | Path, upgrade_key: Callable[[str], str] | None = None) -> None:
+    """Load ``stem.safetensors`` into ``module``, refusing missing, extra or mis-shaped tensors;
+    ``upgrade_key`` renames the tensors of an older layout first."""
     path = Path(stem).with_suffix(".safetensors")
     if not path.is_file():
         raise ModelFileError(f"{path}: weights file not found")
@@ -105,6 +107,8 @@ def load_weights(module: torch.nn.Module, stem: str | Path) -> None:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ModelFileError(f"{path}: not a valid safetensors file ({str(exc).splitlines()[0]})") from None
+    if upgrade_key is not None:
+        tensors = {upgrade_key(k): v for k, v in tensors.items()}
     check_state_dict(module, tensors, path)
     expected = module.state_dict()
     tensors = {k: v.to(expected[k].dtype) for k, v in tensors.items()}

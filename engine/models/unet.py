@@ -23,6 +23,11 @@ raise PSNR by 4.9 dB), which a local network cannot tell from a tile; the embedd
 photo can. The U-Net sees ``mu'`` in place of ``mu`` and predicts ``x0`` as
 ``x_t + g(t) (mu' - mu) + residual``, with a learned gate ``g(t)`` in (0, 1) (near ``t = 0`` the state
 is already almost clean). It stays tiling-safe: every tile of a photo shares its condition.
+With ``image_stats`` the head also reads colour statistics of the whole LQ photo
+(:func:`image_statistics`: per-channel mean, spread and quantiles), which state directly how dark,
+washed out or tinted the photo is; the runtime computes them once per photo and passes them to
+every tile, like the condition. The ablation (``conditioned=False``) keeps this statistics head, so
+the ablation measures what the DA-CLIP embeddings add on top of it.
 
 Cost: a pixel-unshuffle stem runs the first level at half resolution; channels double while the
 resolution halves, so every 3x3 convolution costs about the same per input pixel.
@@ -114,27 +119,72 @@ class CrossAttention(nn.Module):
         return x + self.proj(out)
 
 
+_LEGACY_PREFIXES = {"global_affine.mlp.0.": "global_affine.cond_in.0.", "global_affine.mlp.1.": "global_affine.cond_in.1.",
+                    "global_affine.mlp.3.": "global_affine.out.1."}
+
+
+def upgrade_key(key: str) -> str:
+    """The current name of a weight saved under an older layout (restorers saved before the colour
+    head had a statistics input named its condition path ``global_affine.mlp.{0,1,3}``)."""
+    for old, new in _LEGACY_PREFIXES.items():
+        if key.startswith(old):
+            return new + key[len(old):]
+    return key
+
+
+STATS_GRID = 32
+STATS_QUANTILES = (0.02, 0.25, 0.5, 0.75, 0.98)
+STATS_FEATURES = 3 * (2 + len(STATS_QUANTILES))
+
+
+def image_statistics(image: torch.Tensor) -> torch.Tensor:
+    """Colour statistics of whole LQ photos ``[B, 3, H, W]`` in [0, 1]: ``[B, STATS_FEATURES]``.
+
+    Per channel: mean, standard deviation and the quantiles :data:`STATS_QUANTILES` of the photo
+    average-pooled onto a ``STATS_GRID`` square grid, so a 192-px training crop and a 12-MP photo
+    are described alike (pixel noise is mostly averaged away) and the cost is one pooling pass.
+    """
+    grid = F.adaptive_avg_pool2d(image.float(), (min(STATS_GRID, image.shape[-2]), min(STATS_GRID, image.shape[-1])))
+    flat = grid.flatten(2)  # [B, 3, N]
+    q = torch.quantile(flat, torch.tensor(STATS_QUANTILES, device=flat.device), dim=2)  # [Q, B, 3]
+    feats = torch.cat([flat.mean(2, keepdim=True), flat.std(2, unbiased=False, keepdim=True), q.permute(1, 2, 0)], dim=2)
+    return feats.flatten(1)
+
+
 class GlobalAffine(nn.Module):
-    """Per-image, per-channel gain and offset predicted from the flattened condition (zero-initialised,
-    so a fresh head is the identity), and a gate over time for how much of it ``x0`` takes."""
+    """Per-image, per-channel gain and offset predicted from the flattened condition and/or the
+    photo's colour statistics (zero-initialised output, so a fresh head is the identity), and a gate
+    over time for how much of it ``x0`` takes."""
 
-    def __init__(self, cond_features: int, time_dim: int, channels: int, hidden: int = 256):
+    def __init__(self, cond_features: int, time_dim: int, channels: int, hidden: int = 256,
+                 stats_features: int = 0):
         super().__init__()
-        self.mlp = nn.Sequential(nn.LayerNorm(cond_features), nn.Linear(cond_features, hidden), nn.SiLU(),
-                                 nn.Linear(hidden, 2 * channels))
+        if not cond_features and not stats_features:
+            raise ValueError("GlobalAffine needs a condition, image statistics or both")
+        self.cond_in = (nn.Sequential(nn.LayerNorm(cond_features), nn.Linear(cond_features, hidden))
+                        if cond_features else None)
+        self.stats_in = (nn.Sequential(nn.Linear(stats_features, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+                         if stats_features else None)
+        self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * channels))
         self.gate = nn.Linear(time_dim, 1)
-        nn.init.zeros_(self.mlp[-1].weight)
-        nn.init.zeros_(self.mlp[-1].bias)
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
 
-    def params(self, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def params(self, condition: torch.Tensor | None, stats: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(gain, offset)``, each ``[B, C, 1, 1]``; the log-gain is bounded to +-log(16)."""
-        log_gain, offset = self.mlp(condition.flatten(1)).float().chunk(2, dim=1)
+        h = 0
+        if self.cond_in is not None:
+            h = h + self.cond_in(condition.flatten(1))
+        if self.stats_in is not None:
+            h = h + self.stats_in(stats.to(self.stats_in[0].weight.dtype))
+        log_gain, offset = self.out(h).float().chunk(2, dim=1)
         gain = torch.exp(log_gain.clamp(-math.log(16.0), math.log(16.0)))
         return gain[:, :, None, None], offset[:, :, None, None]
 
-    def forward(self, mu: torch.Tensor, condition: torch.Tensor, temb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, mu: torch.Tensor, condition: torch.Tensor | None, temb: torch.Tensor,
+                stats: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mu', gate)``: the corrected LQ image and the gate ``[B, 1, 1, 1]``."""
-        gain, offset = self.params(condition)
+        gain, offset = self.params(condition, stats)
         gate = torch.sigmoid(self.gate(temb).float())[:, :, None, None]
         return (mu.float() * gain + offset).to(mu.dtype), gate.to(mu.dtype)
 
@@ -170,8 +220,10 @@ class ConditionalUNet(nn.Module):
                 nn.Linear(cfg.num_cond_tokens * cfg.cond_dim, cfg.time_dim), nn.SiLU(),
                 nn.Linear(cfg.time_dim, cfg.time_dim),
             )
-        self.global_affine = (GlobalAffine(cfg.num_cond_tokens * cfg.cond_dim, cfg.time_dim, cfg.in_channels)
-                              if cfg.conditioned and cfg.global_affine else None)
+        self.global_affine = (GlobalAffine(cfg.num_cond_tokens * cfg.cond_dim if cfg.conditioned else 0,
+                                           cfg.time_dim, cfg.in_channels,
+                                           stats_features=STATS_FEATURES if cfg.image_stats else 0)
+                              if cfg.has_global_affine else None)
         attention = set(cfg.attention_levels) if cfg.conditioned else set()
         self.stem = nn.Sequential(nn.PixelUnshuffle(r), nn.Conv2d(2 * cfg.in_channels * r * r, chans[0], 3, padding=1))
         self.encoder = nn.ModuleList()
@@ -195,9 +247,11 @@ class ConditionalUNet(nn.Module):
         return self.config.multiple
 
     def forward(self, x_t: torch.Tensor, mu: torch.Tensor, t: torch.Tensor,
-                condition: torch.Tensor | None = None) -> torch.Tensor:
+                condition: torch.Tensor | None = None, stats: torch.Tensor | None = None) -> torch.Tensor:
         """``x_t``, ``mu``: ``[B, 3, H, W]`` (H, W multiples of :attr:`multiple`); ``t``: ``[B]`` in [0, 1];
-        ``condition``: ``[B, 3, cond_dim]`` (required iff the network is conditioned). Returns ``x0`` estimate."""
+        ``condition``: ``[B, 3, cond_dim]`` (required iff the network is conditioned); ``stats``:
+        :func:`image_statistics` of the whole photo when ``mu`` is a tile of it (computed from ``mu``
+        when omitted and ``image_stats`` is set). Returns ``x0`` estimate."""
         cfg = self.config
         if x_t.shape[-2] % cfg.multiple or x_t.shape[-1] % cfg.multiple:
             raise ValueError(f"input size {tuple(x_t.shape[-2:])} is not a multiple of {cfg.multiple}")
@@ -212,7 +266,9 @@ class ConditionalUNet(nn.Module):
             tokens = condition
         correction = None
         if self.global_affine is not None:
-            corrected, gate = self.global_affine(mu, condition, temb)
+            if cfg.image_stats and stats is None:
+                stats = image_statistics(mu)
+            corrected, gate = self.global_affine(mu, condition, temb, stats)
             correction = gate * (corrected - mu)
             mu = corrected
         h = self.stem(torch.cat([x_t, mu], dim=1))

@@ -2,8 +2,9 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from engine.models.unet import ConditionalUNet, UNetConfig
+from engine.models.unet import STATS_FEATURES, ConditionalUNet, UNetConfig, image_statistics
 
 TINY = UNetConfig(base_channels=8, channel_mult=(1, 2, 4), attention_levels=(1, 2), attention_heads=2,
                   time_dim=16, cond_dim=12)
@@ -99,7 +100,7 @@ def test_global_affine_applies_the_predicted_gain_and_offset_through_the_gate():
     net = ConditionalUNet(AFFINE)
     head = net.global_affine
     with torch.no_grad():
-        head.mlp[-1].bias.copy_(torch.tensor([0.6931472, 0.0, 0.0, 0.0, 0.1, -0.2]))  # red x2, green +0.1, blue -0.2
+        head.out[-1].bias.copy_(torch.tensor([0.6931472, 0.0, 0.0, 0.0, 0.1, -0.2]))  # red x2, green +0.1, blue -0.2
         head.gate.bias.fill_(30.0)  # gate ~ 1
     mu = torch.rand(2, 3, 16, 16) * 0.5
     out = net(mu, mu, torch.ones(2), torch.randn(2, 3, 12))  # the one-step start: x_T = mu
@@ -116,14 +117,67 @@ def test_global_affine_is_bounded_and_tiling_safe():
     net = ConditionalUNet(AFFINE).eval()
     _perturb(net)
     with torch.no_grad():
-        net.global_affine.mlp[-1].bias.fill_(50.0)
+        net.global_affine.out[-1].bias.fill_(50.0)
     gain, _ = net.global_affine.params(torch.randn(1, 3, 12))
     assert gain.max() <= 16.0 + 1e-4
     with torch.no_grad():
-        net.global_affine.mlp[-1].bias.fill_(0.3)
+        net.global_affine.out[-1].bias.fill_(0.3)
     k = AFFINE.receptive_radius
     x, c, t = torch.rand(1, 3, 96, 96), torch.randn(1, 3, 12), torch.ones(1)
     with torch.no_grad():
         full, crop = net(x, x, t, c), net(x[..., :80, :80], x[..., :80, :80], t, c)
     inner = 80 - k
     assert torch.allclose(full[..., :inner, :inner], crop[..., :inner, :inner], atol=1e-5)
+
+
+STATS = UNetConfig(**{**TINY.__dict__, "global_affine": True, "image_stats": True})
+
+
+def test_image_statistics_describe_colour_independently_of_resolution():
+    flat = torch.full((1, 3, 40, 56), 0.25)
+    flat[:, 1] = 0.5
+    stats = image_statistics(flat).view(1, 3, -1)
+    assert stats.shape[-1] * 3 == STATS_FEATURES
+    assert torch.allclose(stats[0, 0], torch.tensor([0.25, 0.0] + [0.25] * 5))
+    assert torch.allclose(stats[0, 1, 2:], torch.full((5,), 0.5))
+    torch.manual_seed(0)
+    small = F.interpolate(torch.rand(1, 3, 8, 8), size=(192, 192), mode="bilinear")
+    large = F.interpolate(small, size=(768, 768), mode="bilinear")  # the same photo at 4x the pixels
+    assert torch.allclose(image_statistics(small), image_statistics(large), atol=0.02)
+    assert not torch.allclose(image_statistics(small), image_statistics(small * 0.5), atol=0.02)
+
+
+def test_statistics_head_serves_the_ablation_and_shares_the_photo_statistics_across_tiles():
+    assert ConditionalUNet(UNetConfig(**{**AFFINE.__dict__, "conditioned": False})).global_affine is None
+    ablation = ConditionalUNet(UNetConfig(**{**STATS.__dict__, "conditioned": False}))
+    assert ablation.global_affine is not None and ablation.global_affine.cond_in is None
+    torch.manual_seed(0)
+    net = ConditionalUNet(STATS).eval()
+    _perturb(net)
+    k = STATS.receptive_radius
+    x, c, t = torch.rand(1, 3, 96, 96), torch.randn(1, 3, 12), torch.ones(1)
+    x[..., 48:, :] *= 0.3  # a tile's statistics differ from the photo's
+    with torch.no_grad():
+        full = net(x, x, t, c)
+        shared = net(x[..., :80, :80], x[..., :80, :80], t, c, image_statistics(x))
+        own = net(x[..., :80, :80], x[..., :80, :80], t, c)
+    inner = 80 - k
+    assert torch.allclose(full[..., :inner, :inner], shared[..., :inner, :inner], atol=1e-5)
+    assert not torch.allclose(full[..., :inner, :inner], own[..., :inner, :inner], atol=1e-3)
+
+
+def test_weights_saved_before_the_statistics_input_still_load(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from engine.restoration import RestorationModel, RestorerConfig
+
+    model = RestorationModel(RestorerConfig(unet=AFFINE))
+    _perturb(model.net)
+    model.save(tmp_path)
+    weights = tmp_path / "restorer.safetensors"
+    legacy = {k.replace("global_affine.cond_in.", "global_affine.mlp.").replace("global_affine.out.1.", "global_affine.mlp.3."): v
+              for k, v in load_file(str(weights)).items()}  # the names of the old layout
+    assert "global_affine.mlp.3.weight" in legacy
+    save_file(legacy, str(weights))
+    loaded = RestorationModel.from_dir(tmp_path)
+    assert torch.equal(loaded.net.global_affine.out[1].weight, model.net.global_affine.out[1].weight)
