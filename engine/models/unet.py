@@ -176,7 +176,9 @@ class GlobalAffine(nn.Module):
         if self.cond_in is not None:
             h = h + self.cond_in(condition.flatten(1))
         if self.stats_in is not None:
-            h = h + self.stats_in(stats.to(self.stats_in[0].weight.dtype))
+            # log scale: the gain a dark photo needs is about the ratio of levels, a difference of logs
+            logs = torch.log(stats.float() + 1.0 / 64.0) + 1.5
+            h = h + self.stats_in(logs.to(self.stats_in[0].weight.dtype))
         log_gain, offset = self.out(h).float().chunk(2, dim=1)
         gain = torch.exp(log_gain.clamp(-math.log(16.0), math.log(16.0)))
         return gain[:, :, None, None], offset[:, :, None, None]
