@@ -6,7 +6,7 @@ Contract for callers (the tiled runtime, evaluation, training validation):
   :attr:`RestorationModel.multiple` and crops back. Tiles that are already multiples avoid padding.
 * ``condition``: the DA-CLIP embeddings ``[B, 3, cond_dim]`` (content; slot 1; slot 2), required
   when :attr:`conditioned`, ignored otherwise.
-* ``stats``: with a ``image_stats`` network, the colour statistics of the whole photo
+* ``stats``: with an ``image_stats`` network, the colour statistics of the whole photo
   (:meth:`RestorationModel.photo_statistics`) when ``lq`` is a tile of it; computed from ``lq`` when
   omitted. Every tile of a photo shares them, like the condition.
 * ``steps=1`` is a deterministic restoration (one network call); more steps sample the IR-SDE
@@ -121,12 +121,12 @@ class RestorationModel:
         if lq.dim() != 4 or lq.shape[1] != 3:
             raise ValueError(f"expected lq of shape [B, 3, h, w], got {tuple(lq.shape)}")
         out_device = lq.device
-        if stats is None:
-            stats = self.photo_statistics(lq)  # before padding: the padding is not part of the photo
-        elif self.config.unet.image_stats:
-            stats = stats.to(self.device, torch.float32)
-        else:
+        if not self.config.unet.image_stats:
             stats = None
+        elif stats is None:
+            stats = self.photo_statistics(lq)  # before padding: the padding is not part of the photo
+        else:
+            stats = stats.to(self.device, torch.float32)
         x, (h, w) = pad_to_multiple(lq.to(self.device, torch.float32), self.multiple)
         cond = None
         if self.conditioned:
