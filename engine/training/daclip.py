@@ -85,6 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip-model", default=None, help="open_clip model name (e.g. ViT-B-32)")
     parser.add_argument("--clip-weights", type=Path, default=None,
                         help="local open_clip checkpoint of --clip-model; skips the base stage")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="continue the control stage of an existing detector folder (skips the base stage)")
     parser.add_argument("--export", type=Path, default=None, help="also write the final detector here")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1, mps")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (0: default)")
@@ -93,12 +95,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_recipe(args) -> DaClipRecipe:
-    from engine.training.common import load_recipe, override
+    from engine.training.common import RecipeError, load_recipe, override
 
     recipe = load_recipe(args.config, DaClipRecipe)
     recipe = override(recipe, batch_size=args.batch_size, clip_model=args.clip_model, device=args.device,
                       threads=args.threads)
-    base_steps = 0 if args.clip_weights else recipe.base_steps
+    if args.clip_weights is not None and getattr(args, "init", None) is not None:
+        raise RecipeError("--clip-weights and --init exclude each other")
+    base_steps = 0 if args.clip_weights or getattr(args, "init", None) else recipe.base_steps
     recipe = dataclasses.replace(recipe, base_steps=base_steps)
     if args.steps is not None:
         total = max(recipe.total_steps, 1)
@@ -122,6 +126,8 @@ def main(args) -> int:
         raise UsageError(f"{args.data}: no such folder of clean photos")
     if args.clip_weights is not None and not args.clip_weights.is_file():
         raise UsageError(f"{args.clip_weights}: no such CLIP checkpoint")
+    if args.init is not None and not (args.init / "detector.json").is_file():
+        raise UsageError(f"{args.init}: no detector.json (not a detector folder)")
     dist = setup_distributed()
     bar = None
     if dist.is_main and not args.no_progress:
@@ -135,7 +141,7 @@ def main(args) -> int:
 
     try:
         result = train(recipe, args.data, args.out, resume=args.resume, clip_weights=args.clip_weights,
-                       export=args.export, on_step=on_step)
+                       init=args.init, export=args.export, on_step=on_step)
     finally:
         if bar is not None:
             bar.close()
@@ -242,11 +248,16 @@ def _lr_at(step: int, stage_start: int, stage_steps: int, base_lr: float, warmup
     return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _build_model(recipe: DaClipRecipe, clip_weights: Path | None):
+def _build_model(recipe: DaClipRecipe, clip_weights: Path | None, init: Path | None = None):
     import torch
 
-    from engine.models.daclip import DaClip, DaClipConfig
+    from engine.models.daclip import DaClip, DaClipConfig, load_pretrained
 
+    if init is not None:
+        model = load_pretrained(init)  # its own open_clip config; the recipe's clip_model is not used
+        with torch.no_grad():
+            model.clip.logit_scale.clamp_(max=math.log(100.0))
+        return model
     model = DaClip(DaClipConfig.for_clip_model(recipe.clip_model))
     if clip_weights is not None:
         import open_clip
@@ -260,8 +271,12 @@ def _build_model(recipe: DaClipRecipe, clip_weights: Path | None):
 
 
 def train(recipe: DaClipRecipe, data: Path, out: Path, resume: bool = False, clip_weights: Path | None = None,
-          export: Path | None = None, on_step: Callable[[int, dict], None] | None = None) -> dict:
-    """Run (or resume) both stages; return ``{"model_dir", "steps", "seconds", "acc"}``."""
+          export: Path | None = None, on_step: Callable[[int, dict], None] | None = None,
+          init: Path | None = None) -> dict:
+    """Run (or resume) both stages; return ``{"model_dir", "steps", "seconds", "acc"}``.
+
+    ``init``: a detector folder whose CLIP and controller the control stage continues from (the
+    recipe's base stage must then be empty: ``resolve_recipe`` sets it so)."""
     import open_clip
     import torch
     from torch.nn.parallel import DistributedDataParallel as DDP
@@ -286,7 +301,9 @@ def train(recipe: DaClipRecipe, data: Path, out: Path, resume: bool = False, cli
         device = torch.device("cuda", dist.local_rank)
     out = Path(out)
     torch.manual_seed(recipe.seed + dist.rank)
-    model = _build_model(recipe, clip_weights)
+    if init is not None and recipe.base_steps > 0:
+        raise ValueError("init continues the control stage: the recipe must have base_steps = 0")
+    model = _build_model(recipe, clip_weights, init)
     cfg = model.cfg
     step = 0
     state = load_trainer_state(out) if resume else None
@@ -335,7 +352,8 @@ def train(recipe: DaClipRecipe, data: Path, out: Path, resume: bool = False, cli
                                   recipe.prototype_separation).to(device)
                 lr, start, n_steps = recipe.base_lr, 0, recipe.base_steps
             else:
-                if step == recipe.base_steps and (state is None or state.get("stage") != "control"):
+                if (init is None and step == recipe.base_steps
+                        and (state is None or state.get("stage") != "control")):
                     model.init_controller()
                 for p in model.parameters():
                     p.requires_grad_(True)

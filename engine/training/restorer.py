@@ -96,6 +96,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, help="override the recipe's step budget")
     parser.add_argument("--no-condition", action="store_true", help="train the ablation without DA-CLIP")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--init", type=Path,
+                        help="start from this restorer folder's weights (fine-tuning; fresh optimizer and schedule)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (override the recipe)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
 
@@ -128,7 +130,7 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         result = train(recipe, args.data, val_dir, args.out, daclip_dir=None if args.no_condition else args.daclip,
-                       resume=args.resume, device=args.device, progress=progress)
+                       resume=args.resume, device=args.device, progress=progress, init_dir=args.init)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     finally:
@@ -199,10 +201,12 @@ def lr_factor(step: int, recipe: RestorerRecipe) -> float:
 
 def train(recipe: RestorerRecipe, data_dir: Path, val_dir: Path, out_dir: Path, daclip_dir: Path | None = None,
           resume: bool = False, device: str = "auto",
-          progress: Callable[[StepInfo], None] | None = None) -> dict | None:
+          progress: Callable[[StepInfo], None] | None = None, init_dir: Path | None = None) -> dict | None:
     """Train (or resume) a restorer into ``out_dir``; returns the final validation figures on rank 0.
 
     ``daclip_dir=None`` trains the unconditioned ablation (same network without the conditioning path).
+    ``init_dir``: a restorer folder to fine-tune; its network configuration replaces the recipe's
+    (its conditioning must match ``daclip_dir``), the optimizer and schedule start afresh.
     """
     import torch
     from torch.nn.parallel import DistributedDataParallel
@@ -210,7 +214,7 @@ def train(recipe: RestorerRecipe, data_dir: Path, val_dir: Path, out_dir: Path, 
     from engine.detect import Detector
     from engine.device import autocast, pick_device
     from engine.models.serialization import load_weights, read_config, save_model
-    from engine.models.unet import ConditionalUNet
+    from engine.models.unet import ConditionalUNet, upgrade_key
     from engine.restoration import ARCHITECTURE, RestorerConfig, sample
     from engine.sde import IRSDEScheduler
     from engine.training.common import (
@@ -233,6 +237,12 @@ def train(recipe: RestorerRecipe, data_dir: Path, val_dir: Path, out_dir: Path, 
         unet_cfg = dataclasses.replace(recipe.unet, conditioned=detector is not None,
                                        cond_dim=detector.embed_dim if detector is not None else recipe.unet.cond_dim)
         config = RestorerConfig(unet=unet_cfg, sde=recipe.sde)
+        if init_dir is not None:
+            init_cfg = read_config(Path(init_dir) / "restorer", ARCHITECTURE, RestorerConfig)
+            if init_cfg.unet.conditioned != (detector is not None) or init_cfg.unet.cond_dim != unet_cfg.cond_dim:
+                raise ValueError(f"{init_dir}: its conditioning does not match "
+                                 f"{'--daclip ' + str(daclip_dir) if detector is not None else '--no-condition'}")
+            config = init_cfg
         state = load_trainer_state(out_dir) if resume else None
         if resume and state is None:
             raise ValueError(f"{out_dir}: nothing to resume (no trainer_state.pt)")
@@ -247,6 +257,9 @@ def train(recipe: RestorerRecipe, data_dir: Path, val_dir: Path, out_dir: Path, 
         start = 0
         history: list[list[float]] = []
         opt = torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+        if init_dir is not None and state is None:
+            load_weights(net, Path(init_dir) / "restorer", upgrade_key=upgrade_key)
+            ema.shadow.load_state_dict(net.state_dict())
         if state is not None:
             load_weights(net, out_dir / "checkpoint")
             load_weights(ema.shadow, out_dir / "restorer")

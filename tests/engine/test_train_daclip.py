@@ -134,6 +134,27 @@ def test_resume_after_the_last_step_does_nothing(photos, tmp_path):
     assert steps == []
 
 
+def test_init_continues_the_control_stage_of_an_existing_detector(photos, tmp_path):
+    first = train(_recipe(), photos, tmp_path / "first")
+    start = load_pretrained(first["model_dir"])
+    w = "controller.transformer.resblocks.0.mlp.c_fc.weight"
+    zero = "zero_linears.0.weight"
+    assert start.state_dict()[zero].abs().sum() > 0  # the first run trained its control linears
+    seen = []
+    result = train(_recipe(base_steps=0, control_steps=2), photos, tmp_path / "cont", init=Path(first["model_dir"]),
+                   on_step=lambda s, m: seen.append((s, m["stage"])))
+    assert seen == [(1, "control"), (2, "control")] and result["steps"] == 2
+    cont = load_pretrained(tmp_path / "cont" / "model")
+    # the frozen CLIP is the initial one; the controller went on from its weights, not from a fresh copy
+    base = "clip.visual.transformer.resblocks.0.mlp.c_fc.weight"
+    assert torch.equal(cont.state_dict()[base], start.state_dict()[base])
+    assert cont.state_dict()[zero].abs().sum() > 0
+    moved = (cont.state_dict()[w] - start.state_dict()[w]).abs().max()
+    assert 0 < moved < 0.05
+    with pytest.raises(ValueError, match="base_steps"):
+        train(_recipe(), photos, tmp_path / "bad", init=Path(first["model_dir"]))
+
+
 def test_cli_train_and_usage_errors(photos, tmp_path, capsys):
     from engine.cli import main as cli_main
 
@@ -148,6 +169,8 @@ def test_cli_train_and_usage_errors(photos, tmp_path, capsys):
     (tmp_path / "bad.toml").write_text("no_such_key = 1\n")
     assert cli_main(["train", "daclip", "--config", str(tmp_path / "bad.toml"), "--data", str(photos)]) == 2
     assert "no_such_key" in capsys.readouterr().err
+    assert cli_main(base + ["--data", str(photos), "--init", str(tmp_path), "--out", str(tmp_path / "r3")]) == 2
+    assert "no detector.json" in capsys.readouterr().err
 
 
 def test_ddp_with_torchrun_gloo_two_processes(photos, tmp_path):

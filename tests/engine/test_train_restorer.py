@@ -138,6 +138,28 @@ def test_resume_continues_from_the_saved_step(photos, detector_dir, tmp_path):
               device="cpu")
 
 
+def test_init_fine_tunes_from_an_existing_restorer(photos, detector_dir, tmp_path):
+    import dataclasses
+
+    short = dataclasses.replace(RECIPE, steps=6, val_every=6, batch_size=2)
+    train(short, photos / "train", photos / "val", tmp_path / "first", daclip_dir=detector_dir, device="cpu")
+    first = RestorationModel.from_dir(tmp_path / "first")
+    # the recipe's network differs: the initial restorer's configuration wins
+    other = dataclasses.replace(short, steps=2, val_every=2, unet=dataclasses.replace(TINY_UNET, base_channels=4))
+    seen = []
+    train(other, photos / "train", photos / "val", tmp_path / "tuned", daclip_dir=detector_dir, device="cpu",
+          init_dir=tmp_path / "first", progress=seen.append)
+    assert [s.step for s in seen] == [1, 2]  # fresh schedule
+    tuned = RestorationModel.from_dir(tmp_path / "tuned")
+    assert tuned.config == first.config
+    a, b = first.net.state_dict(), tuned.net.state_dict()
+    diffs = [float((a[k].float() - b[k].float()).abs().max()) for k in a if a[k].is_floating_point()]
+    assert max(diffs) > 0 and sorted(diffs)[len(diffs) // 2] < 0.05  # moved a little from the start, not re-initialised
+    with pytest.raises(ValueError, match="conditioning"):
+        train(other, photos / "train", photos / "val", tmp_path / "bad", daclip_dir=None, device="cpu",
+              init_dir=tmp_path / "first")
+
+
 def test_resume_without_state_is_an_error(photos, tmp_path):
     with pytest.raises(ValueError, match="nothing to resume"):
         train(RECIPE, photos / "train", photos / "val", tmp_path / "empty", resume=True, device="cpu")
