@@ -63,6 +63,8 @@ class RestorerRecipe:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     deterministic_fraction: float = 0.5
+    condition_swap: float = 0.0  # share of samples conditioned on another sample's condition (a wrong
+                                 # detection), so the network checks the condition against the pixels
     loss: str = "mse"
     val_dir: str = ""
     val_images: int = 48
@@ -189,6 +191,21 @@ def _conditions(detector, lq, regions):
     if regions is None:
         return detector.condition_batch(lq)
     return torch.stack([detector.analyze(image).condition for image in regions]).to(lq.device)
+
+
+def swap_conditions(cond, fraction: float, generator=None):
+    """Give a random ``fraction`` of the samples the condition of the next sample in the batch.
+
+    The detector is wrong on photos it has not seen (it calls lightly degraded photos hazy, for
+    example); a restorer trained only on conditions that are right learns to obey them blindly and
+    dehazes a photo that has no haze. Trained with some wrong conditions, it must also read the
+    damage from the pixels. A batch of one is returned unchanged."""
+    import torch
+
+    if fraction <= 0 or cond.shape[0] < 2:
+        return cond
+    mask = torch.rand(cond.shape[0], generator=generator, device=cond.device) < fraction
+    return torch.where(mask.view(-1, *([1] * (cond.dim() - 1))), cond.roll(1, dims=0), cond)
 
 
 def lr_factor(step: int, recipe: RestorerRecipe) -> float:
@@ -321,6 +338,8 @@ def train(recipe: RestorerRecipe, data_dir: Path, val_dir: Path, out_dir: Path, 
             lq, hq = batch["lq"].to(dev, non_blocking=True), batch["hq"].to(dev, non_blocking=True)
             b = lq.shape[0]
             cond = _conditions(detector, lq, batch.get("regions")) if detector is not None else None
+            if cond is not None:
+                cond = swap_conditions(cond, recipe.condition_swap)
             t = torch.randint(1, sched.T + 1, (b,), device=dev)
             x_t = sched.add_noise(hq, lq, t, torch.randn_like(hq))
             one_step = torch.rand(b, device=dev) < recipe.deterministic_fraction

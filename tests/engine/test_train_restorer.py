@@ -14,7 +14,7 @@ from engine.models.unet import UNetConfig
 from engine.restoration import RestorationModel
 from engine.sde import IRSDEConfig
 from engine.training.common import load_trainer_state
-from engine.training.restorer import RestorerRecipe, lr_factor, train, x0_loss
+from engine.training.restorer import RestorerRecipe, lr_factor, swap_conditions, train, x0_loss
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_UNET = UNetConfig(base_channels=8, channel_mult=(1, 2, 4), attention_levels=(2,), attention_heads=2,
@@ -88,6 +88,18 @@ def test_losses():
     assert x0_loss(pred, hq, lq, "relative_mse") == pytest.approx(float(expected), rel=1e-5)
     with pytest.raises(ValueError, match="loss"):
         x0_loss(pred, hq, lq, "l7")
+
+
+def test_swap_conditions_gives_some_samples_another_samples_condition():
+    cond = torch.arange(8, dtype=torch.float32).view(8, 1, 1).expand(8, 3, 4).clone()
+    assert torch.equal(swap_conditions(cond, 0.0), cond)
+    assert torch.equal(swap_conditions(cond, 1.0), cond.roll(1, dims=0))  # every sample: its neighbour's
+    assert torch.equal(swap_conditions(cond[:1], 1.0), cond[:1])  # nothing to swap with
+    g = torch.Generator().manual_seed(0)
+    mixed = swap_conditions(cond.repeat(50, 1, 1), 0.25, g)
+    swapped = (mixed[:, 0, 0] != cond.repeat(50, 1, 1)[:, 0, 0]).float().mean()
+    assert 0.15 < swapped < 0.35
+    assert all(torch.equal(row, row[0, 0].expand_as(row)) for row in mixed)  # whole conditions, not parts
 
 
 def test_psnr_mse_loss_follows_the_gradient_of_mean_log_mse():
