@@ -91,6 +91,13 @@ class SettingsPanel(QWidget):
         self.tile_spin.setSpecialValueText("Automatic")
         self.tile_spin.setSuffix(" px")
 
+        self.strength_spin = QSpinBox()
+        self.strength_spin.setRange(0, 100)
+        self.strength_spin.setSingleStep(10)
+        self.strength_spin.setSuffix(" %")
+        self.strength_spin.setToolTip("How much of the restoration is applied: 100 % is all of it;\n"
+                                      "lower values mix the restored photo with the original")
+
         self.recursive_check = QCheckBox("Include subfolders")
         self.keep_clean_check = QCheckBox("Keep unchanged")
         self.keep_clean_check.setToolTip("Photos in which nothing is detected are written as they are,\n"
@@ -114,6 +121,7 @@ class SettingsPanel(QWidget):
         form.addRow("&Format", _row(fmt_row, self.format_combo))
         form.addRow("&Device", self.device_combo)
         form.addRow("&Quality", self.preset_combo)
+        form.addRow("St&rength", self.strength_spin)
         form.addRow("&Tile size", self.tile_spin)
         form.addRow("&Scan", self.recursive_check)
         form.addRow("&Existing", self.overwrite_combo)
@@ -132,6 +140,7 @@ class SettingsPanel(QWidget):
         self.device_combo.currentIndexChanged.connect(lambda: self._set(device=self.device_combo.currentData()))
         self.preset_combo.currentIndexChanged.connect(lambda: self._set(preset=self.preset_combo.currentData()))
         self.tile_spin.valueChanged.connect(lambda v: self._set(tile=int(v)))
+        self.strength_spin.valueChanged.connect(lambda v: self._set(strength=int(v)))
         self.recursive_check.toggled.connect(lambda v: self._set(recursive=bool(v)))
         self.keep_clean_check.toggled.connect(lambda v: self._set(keep_clean=bool(v)))
         self.overwrite_combo.currentIndexChanged.connect(
@@ -165,6 +174,7 @@ class SettingsPanel(QWidget):
             self._select(self.device_combo, s.device)
             self._select(self.preset_combo, s.preset)
             self.tile_spin.setValue(s.tile)
+            self.strength_spin.setValue(s.strength)
             self.recursive_check.setChecked(s.recursive)
             self.keep_clean_check.setChecked(s.keep_clean)
             self._select(self.overwrite_combo, s.overwrite)

@@ -189,6 +189,7 @@ class Settings:
     recursive: bool = True
     overwrite: str = "skip"
     keep_clean: bool = False  # photos in which nothing is detected are written unchanged
+    strength: int = 100  # percent of the restoration applied (100 = all of it)
     model_dir: str = ""  # "" = the bundled model
     models: list[str] = field(default_factory=list)  # bundles added from disk
 
@@ -215,6 +216,7 @@ class Settings:
             degradations=degradations,
             model_dir=Path(self.model_dir) if self.model_dir else None,
             keep_clean=bool(self.keep_clean),
+            strength=self.strength / 100.0,
         )
         return replace(bs, **overrides) if overrides else bs
 
@@ -232,6 +234,7 @@ class Settings:
             fixed.overwrite = d.overwrite
         fixed.quality = min(100, max(1, int(fixed.quality)))
         fixed.tile = max(0, int(fixed.tile))
+        fixed.strength = min(100, max(0, int(fixed.strength)))
         fixed.models = [str(m) for m in fixed.models if isinstance(m, str)]
         for name in ("recursive", "keep_clean"):  # the check boxes take only real booleans
             if not isinstance(getattr(fixed, name), bool):

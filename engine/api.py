@@ -75,7 +75,8 @@ class RestoreOptions:
     ``steps``: IR-SDE steps (1 = fast deterministic restoration). ``tile``: tile size in pixels,
     ``None`` = chosen from available memory. ``degradations``: overrides detection when given.
     ``keep_clean``: a photo in which nothing is detected (and no override is given) is returned
-    unchanged instead of going through the restorer.
+    unchanged instead of going through the restorer. ``strength``: how much of the restoration
+    is applied, ``input + strength * (restored - input)``; 1 is the full restoration, 0 the input.
     """
 
     steps: int = 1
@@ -83,3 +84,8 @@ class RestoreOptions:
     degradations: tuple[str, ...] | None = None
     seed: int = 0
     keep_clean: bool = False
+    strength: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.strength <= 1.0:
+            raise ValueError(f"strength must be between 0 and 1, got {self.strength}")

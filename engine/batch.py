@@ -149,6 +149,7 @@ def settings_record(settings: BatchSettings, restorer: Restorer | None = None) -
         "tile": settings.tile,
         "degradations": list(settings.degradations) if settings.degradations is not None else None,
         "keep_clean": settings.keep_clean,
+        "strength": settings.strength,
         "format": settings.format,
         "quality": settings.quality,
     }
@@ -235,7 +236,7 @@ def run_batch(inputs: list[tuple[Path, Path]], settings: BatchSettings, restorer
     total = len(inputs)
     record = settings_record(settings, restorer)
     options = RestoreOptions(steps=settings.steps, tile=settings.tile, degradations=settings.degradations,
-                             keep_clean=settings.keep_clean)
+                             keep_clean=settings.keep_clean, strength=settings.strength)
     manifest = Manifest(settings.output_dir)
     taken: set[Path] = set()
     results: list[FileResult] = []

@@ -21,6 +21,7 @@ class BatchSettings:
     ``format``: ``None`` keeps the input's format, else one of ``jpeg png webp tiff bmp``.
     ``overwrite``: ``"skip"`` (skip outputs already restored with the same model and settings),
     ``"overwrite"`` (redo everything) or ``"rename"`` (write ``name (1).ext``).
+    ``strength``: the fraction of the restoration applied (1 = full, as :class:`~engine.api.RestoreOptions`).
     """
 
     output_dir: Path
@@ -37,6 +38,7 @@ class BatchSettings:
     degradations: tuple[str, ...] | None = None
     model_dir: Path | None = None
     keep_clean: bool = False
+    strength: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -237,7 +237,8 @@ class Restorer:
         """Restore ``image`` with an already computed condition; returns ``float32 (H, W, 3)``.
 
         With ``options.keep_clean``, a photo whose detection is empty (no override) comes back as a
-        copy of the input, without running the restorer.
+        copy of the input, without running the restorer. ``options.strength`` below 1 mixes the
+        restoration with the input (once, over the assembled photo).
         """
         image = _check_image(image)
         if options.keep_clean and options.degradations is None and not prepared.detection.degradations:
@@ -269,6 +270,11 @@ class Restorer:
                 if progress is not None:
                     progress(ProgressEvent("restore", tile.index + 1, len(plan), "tiles"))
         np.clip(out, 0.0, 1.0, out=out)
+        if options.strength < 1.0:  # in place: a 12 MP photo has no room for another copy
+            out -= image
+            out *= np.float32(options.strength)
+            out += image
+            np.clip(out, 0.0, 1.0, out=out)  # the input itself may stray past [0, 1]
         return out
 
 

@@ -35,6 +35,8 @@ def register(sub) -> None:
                    help="restore these degradations instead of the detected ones ('none' for none)")
     p.add_argument("--keep-clean", action="store_true",
                    help="write photos in which nothing is detected unchanged (not through the restorer)")
+    p.add_argument("--strength", type=float, default=1.0, metavar="S",
+                   help="how much of the restoration to apply, 0-1 (default 1: all of it)")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     p.add_argument("--report", type=Path, default=None, metavar="FILE", help="write a JSON report")
     p.add_argument("--model", type=Path, default=None, metavar="DIR", help="model bundle folder (default: bundled)")
@@ -54,6 +56,8 @@ def _settings(args):
         raise UsageError("--tile must be at least 32 pixels")
     if not 1 <= args.quality <= 100:
         raise UsageError("--quality must be between 1 and 100")
+    if not 0.0 <= args.strength <= 1.0:
+        raise UsageError("--strength must be between 0 and 1")
     fmt = None
     if args.format:
         try:
@@ -73,7 +77,7 @@ def _settings(args):
     return BatchSettings(output_dir=args.output, suffix=args.suffix, format=fmt, quality=args.quality,
                          recursive=args.recursive, overwrite="overwrite" if args.overwrite else "skip",
                          steps=args.steps, tile=args.tile, device=args.device, degradations=names,
-                         model_dir=args.model, keep_clean=args.keep_clean)
+                         model_dir=args.model, keep_clean=args.keep_clean, strength=args.strength)
 
 
 def build_report(results, settings_record: dict, model: dict, seconds: float) -> dict:

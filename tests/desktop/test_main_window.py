@@ -117,6 +117,7 @@ def test_settings_and_window_state_survive_a_restart(qtbot, make_window, store, 
     panel.preset_combo.setCurrentIndex(panel.preset_combo.findData("Best"))
     panel.format_combo.setCurrentIndex(panel.format_combo.findData("png"))
     panel.tile_spin.setValue(256)
+    panel.strength_spin.setValue(60)
     panel.recursive_check.setChecked(False)
     panel.keep_clean_check.setChecked(True)
     panel.overwrite_combo.setCurrentIndex(panel.overwrite_combo.findData("rename"))
@@ -132,6 +133,8 @@ def test_settings_and_window_state_survive_a_restart(qtbot, make_window, store, 
     assert s.batch_settings().keep_clean and again.settings_panel.keep_clean_check.isChecked()
     assert again.settings_panel.preset_combo.currentData() == "Best"
     assert again.settings_panel.tile_spin.value() == 256
+    assert s.strength == 60 and s.batch_settings().strength == pytest.approx(0.6)
+    assert again.settings_panel.strength_spin.value() == 60
     assert again.comparison.mode == "side"
     assert again.size().toTuple() == size == (760, 560)
 

@@ -58,9 +58,10 @@ def test_settings_round_trip_and_batch_settings(tmp_path):
 def test_broken_or_hand_edited_settings_fall_back_to_defaults(tmp_path):
     (tmp_path / "settings.json").write_text("{not json")
     assert SettingsStore(tmp_path).settings == Settings()
-    (tmp_path / "settings.json").write_text(json.dumps({"preset": "Ultra", "quality": 500, "unknown": 1, "tile": 64}))
+    (tmp_path / "settings.json").write_text(json.dumps({"preset": "Ultra", "quality": 500, "unknown": 1, "tile": 64,
+                                                        "strength": 250}))
     s = SettingsStore(tmp_path).settings
-    assert (s.preset, s.quality, s.tile) == ("Fast", 100, 64)
+    assert (s.preset, s.quality, s.tile, s.strength) == ("Fast", 100, 64, 100)
     (tmp_path / "settings.json").write_text(json.dumps({"keep_clean": "yes", "recursive": 0}))
     s = SettingsStore(tmp_path).settings
     assert (s.keep_clean, s.recursive) == (Settings().keep_clean, Settings().recursive)

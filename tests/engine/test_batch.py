@@ -104,6 +104,21 @@ def test_rerun_skips_finished_files_and_continues(tree, tmp_path):
     assert [r.status for r in forced] == ["done"] * 3
 
 
+def test_strength_reaches_the_outputs_and_a_new_strength_redoes_them(tree, tmp_path):
+    out = tmp_path / "out"
+    inputs = collect_inputs([tree], recursive=True)
+    with Image.open(tree / "b.png") as im:
+        original = np.asarray(im)
+    kept = run_batch(inputs, BatchSettings(out, tile=128, strength=0.0), fake_restorer())
+    assert kept[1].settings["strength"] == 0.0
+    with Image.open(out / "b.png") as im:
+        assert np.array_equal(np.asarray(im), original)  # lossless output of 0 % restoration
+    full = run_batch(inputs, BatchSettings(out, tile=128), fake_restorer())
+    assert [r.status for r in full] == ["done"] * 3
+    with Image.open(out / "b.png") as im:
+        assert not np.array_equal(np.asarray(im), original)
+
+
 def test_a_bad_file_is_reported_and_the_batch_goes_on(tree, tmp_path):
     (tree / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     out = tmp_path / "out"

@@ -79,7 +79,7 @@ def test_some_failed_exits_1(photos, tmp_path, tiny_bundle):  # noqa: F811
 
 @pytest.mark.parametrize("extra", [
     ["--format", "gif"], ["--degradations", "sunburnt"], ["--steps", "0"], ["--quality", "101"],
-    ["--model", "/nonexistent/model"], ["MISSING"],
+    ["--strength", "1.5"], ["--model", "/nonexistent/model"], ["MISSING"],
 ])
 def test_usage_errors_exit_2(photos, tmp_path, tiny_bundle, extra, capsys):  # noqa: F811
     args = ["restore", str(photos), "-o", str(tmp_path / "out")]

@@ -241,3 +241,22 @@ def test_keep_clean_returns_a_photo_without_detections_unchanged():
     assert not np.array_equal(noisy.restore(img, RestoreOptions(keep_clean=True)).image, img)
     forced = Restorer.from_parts(FakeDetector(()), BlurModel(), "cpu")
     assert not np.array_equal(forced.restore(img, RestoreOptions(keep_clean=True, degradations=("noisy",))).image, img)
+
+
+def test_strength_mixes_the_restoration_with_the_input():
+    img = photo(96, 128)
+    before = img.copy()
+    restorer = fake_restorer(names=("noisy",))
+    full = restorer.restore(img, RestoreOptions()).image
+    half = restorer.restore(img, RestoreOptions(strength=0.5)).image
+    none = restorer.restore(img, RestoreOptions(strength=0.0)).image
+    assert not np.allclose(full, img, atol=1e-3)
+    np.testing.assert_allclose(half, img + 0.5 * (full - img), atol=1e-6)
+    np.testing.assert_allclose(none, img, atol=1e-6)
+    assert np.array_equal(img, before) and half.dtype == np.float32  # the input is only read
+
+
+@pytest.mark.parametrize("strength", [-0.1, 1.5])
+def test_strength_outside_zero_to_one_is_refused(strength):
+    with pytest.raises(ValueError, match="strength must be between 0 and 1"):
+        RestoreOptions(strength=strength)
