@@ -20,10 +20,17 @@ Combination rule. For each view and name, the presence probability is
 and its mean presence over the native crops (``max(global, mean(crops))``): scene-scale damage
 (haze, missing regions) shows in the global view, pixel-scale damage (noise, JPEG) in the crops,
 and averaging the crops keeps one odd crop from raising a false alarm. Detected names are those
-scoring at least 0.5, at most two (most probable first). The content embedding comes from the
-global view. Each slot of the condition averages the canonicalised slot embeddings of the views
-whose slot at that position names the same degradation as the final detection (all views when
-none agrees), so a full-size photo gets the kind of slot embedding a training patch would get.
+scoring at least their threshold (0.5, or the per-name thresholds that ``photomend detect
+--calibrate`` stores in ``detector.json``), at most two (most probable first). The content
+embedding comes from the global view.
+
+Each slot of the condition averages the canonicalised slot embeddings of the views whose slot at
+that position names the same degradation as the final detection, so a full-size photo gets the
+kind of slot embedding a training patch would get. When no view agrees at that position, the
+slots labelled with that name at any position are used; an empty slot with none of those gets
+the ``none`` text prototype. A name the detection rejected therefore never conditions the
+restorer (before, the fallback averaged all views, and a sub-threshold "hazy" slot still made
+the restorer dehaze).
 """
 
 from __future__ import annotations
@@ -49,6 +56,12 @@ class Analysis:
 
     detection: Detection
     condition: torch.Tensor
+
+
+def select_names(scores: dict[str, float], thresholds: dict[str, float], limit: int) -> tuple[str, ...]:
+    """The detected names: those scoring at least their threshold, most probable first, at most ``limit``."""
+    ranked = sorted(scores, key=lambda n: -scores[n])
+    return tuple(n for n in ranked if scores[n] >= thresholds.get(n, DETECT_THRESHOLD))[:limit]
 
 
 def _order_key(name: str) -> int:
@@ -79,6 +92,8 @@ class Detector:
         self.embed_dim: int = model.embed_dim
         self.image_size: int = model.image_size
         self.n_slots: int = model.cfg.n_slots
+        self.thresholds: dict[str, float] = dict(zip(self.vocabulary, model.cfg.thresholds or
+                                                     (DETECT_THRESHOLD,) * len(self.vocabulary), strict=True))
         with torch.no_grad():
             self.prototypes = model.prototypes()  # [C, D], normalised
         order = [_order_key(c) for c in self.classes]
@@ -161,7 +176,14 @@ class Detector:
         for j in range(self.n_slots):
             want = self.classes.index(target[j]) if target[j] in self.classes else -1
             agree = labels[:, j] == want
-            sel = slots[agree, j] if bool(agree.any()) else slots[:, j]
+            if bool(agree.any()):
+                sel = slots[agree, j]
+            elif bool((labels == want).any()):  # the name sits at another position in every view
+                sel = slots[labels == want]
+            elif target[j] == NONE and want >= 0:  # no view has an empty slot: the text prototype
+                sel = self.prototypes[want][None]
+            else:
+                sel = slots[:, j]
             rows.append(F.normalize(sel.mean(0), dim=-1))
         condition = self._condition(content[0], torch.stack(rows))
         return Analysis(detection=detection, condition=condition.cpu())
@@ -169,9 +191,7 @@ class Detector:
     def _detection(self, score: torch.Tensor) -> Detection:
         values = score.tolist()
         scores = {name: float(values[i]) for i, name in enumerate(self.vocabulary)}
-        ranked = sorted(scores, key=lambda n: -scores[n])
-        found = tuple(n for n in ranked if scores[n] >= DETECT_THRESHOLD)[: max(self.n_slots, 1)]
-        return Detection(degradations=found, scores=scores)
+        return Detection(degradations=select_names(scores, self.thresholds, max(self.n_slots, 1)), scores=scores)
 
     def detect(self, image: np.ndarray) -> Detection:
         """The degradations seen in one photo."""

@@ -8,6 +8,11 @@ Unreadable files print a one-line error and the others go on; the exit status is
 ``photomend detect --eval SYNTH_DIR [--report FILE]`` evaluates the detector on a labelled set
 written by ``photomend synth`` (``labels.jsonl``): exact-set accuracy, per-type F1 and the type
 confusion table, printed (and written to FILE) as Markdown.
+
+``photomend detect --calibrate SYNTH_DIR --out DIR`` fits one detection threshold per name on a
+labelled set (best F1 per name, :func:`engine.detect_eval.calibrate_thresholds`) and writes a copy
+of the model bundle with them in ``detector.json``. Calibrate on photos the model was trained on
+or on a set of its own, never on the set you then evaluate on.
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ def register(sub) -> None:
     parser.add_argument("--recursive", action="store_true", help="also look in sub-folders")
     parser.add_argument("--eval", type=Path, default=None, metavar="SYNTH_DIR",
                         help="evaluate on a `photomend synth` folder (labels.jsonl) instead")
+    parser.add_argument("--calibrate", type=Path, default=None, metavar="SYNTH_DIR",
+                        help="fit per-name thresholds on a `photomend synth` folder; needs --out")
+    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
+                        help="with --calibrate: where the calibrated copy of the model bundle goes")
     parser.add_argument("--report", type=Path, default=None, metavar="FILE", help="with --eval: write Markdown here")
     parser.set_defaults(func=run)
 
@@ -68,6 +77,8 @@ def _format_text(path: Path, det) -> str:
 def run(args) -> int:
     from engine.cli import UsageError
 
+    if args.calibrate is not None:
+        return _run_calibrate(args)
     if args.eval is not None:
         return _run_eval(args)
     if not args.paths:
@@ -139,4 +150,59 @@ def _run_eval(args) -> int:
     print(text)
     if args.report is not None:
         args.report.write_text(text, encoding="utf-8")
+    return 0
+
+
+def _run_calibrate(args) -> int:
+    import shutil
+    import tempfile
+
+    from tqdm import tqdm
+
+    from engine.cli import UsageError
+    from engine.detect import DETECT_THRESHOLD, select_names
+    from engine.detect_eval import DetectionReport, calibrate_thresholds
+    from engine.imageio import read_rgb
+    from engine.resources import bundled_model_dir
+
+    model_dir = Path(args.model or bundled_model_dir())
+    if not (model_dir / "detector.json").is_file():
+        raise UsageError(f"{model_dir}: --calibrate needs a model folder with detector.json")
+    if args.out is None:
+        raise UsageError("--calibrate needs --out DIR for the calibrated copy of the model")
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        raise UsageError(f"{args.out}: already exists and is not an empty folder")
+    records = read_labels(args.calibrate)
+    detector = _load_detector(args)
+    scores, truths = [], []
+    for path, names in tqdm(records, desc="calibrate", unit="img", file=sys.stderr, dynamic_ncols=True):
+        scores.append(detector.detect(read_rgb(path)).scores)
+        truths.append([n for n in names if n != "none"])
+    thresholds = calibrate_thresholds(scores, truths, detector.vocabulary)
+
+    limit = max(detector.n_slots, 1)
+    before, after = DetectionReport(detector.vocabulary), DetectionReport(detector.vocabulary)
+    for s, t in zip(scores, truths, strict=True):
+        before.add(t, select_names(s, {}, limit))
+        after.add(t, select_names(s, thresholds, limit))
+    f1_before, f1_after = before.per_type(), after.per_type()
+    print(f"Calibrated on {len(records)} images of {args.calibrate}.\n")
+    print("| type | threshold | F1 at 0.5 | F1 calibrated |\n|---|---:|---:|---:|")
+    for name in detector.vocabulary:
+        print(f"| {name} | {thresholds[name]:.2f} | {f1_before[name]['f1']:.3f} | {f1_after[name]['f1']:.3f} |")
+    print(f"\nExact-set accuracy {before.exact_accuracy:.1%} -> {after.exact_accuracy:.1%}; "
+          f"mean F1 {before.mean_f1:.1%} -> {after.mean_f1:.1%} (threshold {DETECT_THRESHOLD} before).")
+
+    meta = json.loads((model_dir / "detector.json").read_text(encoding="utf-8"))
+    meta["config"]["thresholds"] = [thresholds[n] for n in detector.vocabulary]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{args.out.name}.", dir=args.out.parent))
+    for item in model_dir.iterdir():
+        if item.is_file():
+            shutil.copy2(item, tmp / item.name)
+    (tmp / "detector.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    if args.out.exists():
+        args.out.rmdir()
+    tmp.rename(args.out)
+    print(f"wrote {args.out}")
     return 0

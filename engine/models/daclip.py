@@ -107,6 +107,8 @@ class DaClipConfig:
     ``clip_cfg``: open_clip ``CLIP`` keyword arguments (``embed_dim``, ``vision_cfg``, ``text_cfg``).
     ``vocabulary``: degradation names (``none`` excluded). ``prompts``: one text prompt per name;
     ``none_prompt``: prompt of the empty slot (two-slot models) or ``""`` (official one-slot).
+    ``thresholds``: the score at which each vocabulary name counts as detected, in vocabulary order
+    (``photomend detect --calibrate``); empty means 0.5 for every name.
     """
 
     clip_model: str = DEFAULT_CLIP_MODEL
@@ -115,6 +117,14 @@ class DaClipConfig:
     prompts: tuple[str, ...] = tuple(name_prompt(n) for n in DEGRADATIONS)
     none_prompt: str = name_prompt(NONE)
     n_slots: int = 2
+    thresholds: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.thresholds:
+            if len(self.thresholds) != len(self.vocabulary):
+                raise ValueError(f"thresholds: {len(self.thresholds)} values for {len(self.vocabulary)} names")
+            if not all(isinstance(t, (int, float)) and 0.0 < t < 1.0 for t in self.thresholds):
+                raise ValueError("thresholds must be numbers between 0 and 1 (exclusive)")
 
     @property
     def image_size(self) -> int:

@@ -76,7 +76,7 @@ def _build_dataclass(cls, data: dict, source: Path):
         kwargs[f.name] = value
     try:
         return cls(**kwargs)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ModelFileError(f"{source}: bad config for {cls.__name__} ({exc})") from None
 
 

@@ -12,8 +12,9 @@ from PIL import Image
 from engine.api import Detection
 from engine.cli import main as cli_main
 from engine.detect import Detector, crop_boxes
-from engine.detect_eval import DetectionReport
-from engine.models.daclip import DaClip, DaClipConfig, save_pretrained
+from engine.detect_eval import DetectionReport, calibrate_thresholds
+from engine.models.daclip import DaClip, DaClipConfig, load_pretrained, save_pretrained
+from engine.models.serialization import ModelFileError
 from engine.vocab import DEGRADATIONS, NONE, PHYSICAL_ORDER
 
 
@@ -91,6 +92,100 @@ def test_detection_rule_thresholds_and_orders(detector):
     assert det.degradations == ("hazy", "noisy")  # top two above 0.5, most probable first
     assert det.as_set() == frozenset({"noisy", "hazy"})
     assert detector._detection(torch.full((len(DEGRADATIONS),), 0.2)).degradations == ()
+
+
+def test_per_name_thresholds_decide_what_is_detected(model_dir):
+    det = Detector.from_dir(model_dir)
+    assert set(det.thresholds.values()) == {0.5}  # no calibration stored: 0.5 for every name
+    score = torch.zeros(len(DEGRADATIONS))
+    score[DEGRADATIONS.index("hazy")] = 0.7
+    score[DEGRADATIONS.index("noisy")] = 0.6
+    det.thresholds["hazy"] = 0.8
+    assert det._detection(score).degradations == ("noisy",)
+
+
+def _fake_encoding(det, slot_names, p_first):
+    """One view whose two canonical slots are labelled ``slot_names``; slot 0 has probability ``p_first``."""
+    d, c = det.embed_dim, len(det.classes)
+    slots = torch.nn.functional.normalize(torch.randn(1, 2, d), dim=-1)
+    probs = torch.zeros(1, 2, c)
+    probs[0, 0, det.classes.index(slot_names[0])] = p_first
+    probs[0, 0, det.classes.index(NONE) if slot_names[0] != NONE else 0] = 1 - p_first
+    probs[0, 1, det.classes.index(slot_names[1])] = 1.0
+    content = torch.nn.functional.normalize(torch.randn(1, d), dim=-1)
+    return content, slots, probs
+
+
+def test_a_rejected_name_does_not_condition_the_restorer(model_dir):
+    torch.manual_seed(0)
+    det = Detector.from_dir(model_dir, n_crops=0)  # one view: the global one
+    content, slots, probs = _fake_encoding(det, ("hazy", NONE), 0.6)
+    det._encode = lambda views: (content, slots, probs)
+    img = _photo(40, 40)
+    accepted = det.analyze(img)
+    assert accepted.detection.degradations == ("hazy",)
+    assert torch.allclose(accepted.condition[1], slots[0, 0], atol=1e-6)  # the hazy slot conditions
+    det.thresholds["hazy"] = 0.7
+    rejected = det.analyze(img)
+    assert rejected.detection.degradations == ()
+    # both rows come from the photo's own empty slot, not from the rejected hazy slot
+    assert torch.allclose(rejected.condition[1], slots[0, 1], atol=1e-6)
+    assert torch.allclose(rejected.condition[2], slots[0, 1], atol=1e-6)
+    # no empty slot anywhere: the none text prototype
+    content, slots, probs = _fake_encoding(det, ("hazy", "rainy"), 0.6)
+    probs[0, 1] = 0.0
+    probs[0, 1, det.classes.index("rainy")], probs[0, 1, det.classes.index(NONE)] = 0.6, 0.4
+    det.thresholds.update(hazy=0.99, rainy=0.99)
+    none_proto = det.prototypes[det.classes.index(NONE)].cpu()
+    analysis = det.analyze(img)
+    cond = analysis.condition
+    assert analysis.detection.degradations == ()
+    assert torch.allclose(cond[1], none_proto, atol=1e-6) and torch.allclose(cond[2], none_proto, atol=1e-6)
+
+
+def test_thresholds_are_stored_with_the_model_and_checked(model_dir, tmp_path):
+    meta = json.loads((model_dir / "detector.json").read_text())
+    assert meta["config"]["thresholds"] == []
+    meta["config"]["thresholds"] = [0.6] * len(DEGRADATIONS)
+    (tmp_path / "detector.json").write_text(json.dumps(meta))
+    (tmp_path / "detector.safetensors").write_bytes((model_dir / "detector.safetensors").read_bytes())
+    assert set(Detector.from_dir(tmp_path).thresholds.values()) == {0.6}
+    for bad in ([0.6] * 3, [1.5] * len(DEGRADATIONS)):
+        meta["config"]["thresholds"] = bad
+        (tmp_path / "detector.json").write_text(json.dumps(meta))
+        with pytest.raises(ModelFileError, match="detector.json: bad config"):
+            load_pretrained(tmp_path)
+
+
+def test_calibration_picks_the_best_f1_and_the_higher_of_ties():
+    scores = [{"hazy": 0.8, "noisy": 0.55}, {"hazy": 0.9, "noisy": 0.6}, {"hazy": 0.6, "noisy": 0.4},
+              {"hazy": 0.3, "noisy": 0.7}]
+    truths = [["hazy"], ["hazy"], [], ["noisy"]]
+    t = calibrate_thresholds(scores, truths, ("hazy", "noisy", "rainy"))
+    assert t["hazy"] == pytest.approx(0.80)  # any value in (0.6, 0.8] separates; the highest is kept
+    assert t["noisy"] == pytest.approx(0.70)
+    assert t["rainy"] == pytest.approx(0.95)  # never present: as few false alarms as the grid allows
+    with pytest.raises(ValueError):
+        calibrate_thresholds(scores, truths[:2], ("hazy",))
+
+
+def test_cli_calibrate_writes_a_calibrated_copy(model_dir, tmp_path, capsys):
+    data = tmp_path / "set"
+    (data / "lq").mkdir(parents=True)
+    with open(data / "labels.jsonl", "w") as fh:
+        for i, degs in enumerate([["hazy"], [], ["noisy", "rainy"], []]):
+            _write(data / "lq" / f"{i}.png", _photo(60, 60, i))
+            fh.write(json.dumps({"file": f"lq/{i}.png", "hq": f"hq/{i}.png", "degradations": degs}) + "\n")
+    out = tmp_path / "calibrated"
+    assert cli_main(["detect", "--calibrate", str(data), "--model", str(model_dir), "--out", str(out)]) == 0
+    assert "| type | threshold |" in capsys.readouterr().out
+    thresholds = json.loads((out / "detector.json").read_text())["config"]["thresholds"]
+    assert len(thresholds) == len(DEGRADATIONS) and all(0 < v < 1 for v in thresholds)
+    assert (out / "detector.safetensors").read_bytes() == (model_dir / "detector.safetensors").read_bytes()
+    assert list(Detector.from_dir(out).thresholds.values()) == thresholds
+    assert cli_main(["detect", "--calibrate", str(data), "--model", str(model_dir), "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert not list(tmp_path.glob(".calibrated.*"))  # no temporary folder left behind
 
 
 def test_condition_for_uses_prototypes_in_physical_order(detector):
