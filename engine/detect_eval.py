@@ -111,15 +111,19 @@ def evaluate(detect: Callable[[np.ndarray], Iterable[str]], samples: Iterable[tu
 
 
 def calibrate_thresholds(scores: list[dict[str, float]], truths: list[Iterable[str]],
-                         vocabulary: tuple[str, ...], grid: Iterable[float] | None = None) -> dict[str, float]:
-    """Per-name detection thresholds that maximise each name's F1 on labelled scores.
+                         vocabulary: tuple[str, ...], grid: Iterable[float] | None = None,
+                         beta: float = 1.0) -> dict[str, float]:
+    """Per-name detection thresholds that maximise each name's F-beta (F1 by default) on labelled scores.
 
     ``scores``: one ``{name: score}`` per image (a detection's ``scores``); ``truths``: its true names.
     Each name gets the grid value with the best F1; ties go to the higher threshold (fewer false
     alarms), so a name the detector cannot find at all gets the grid's highest value. The cap of two
-    names per photo is not modelled.
+    names per photo is not modelled. ``beta`` < 1 favours precision: fewer false alarms, which
+    matter more to the restorer (a wrong condition changes a photo; a missed one leaves it as is).
     """
     values = np.asarray(sorted(grid if grid is not None else np.round(np.arange(0.20, 0.96, 0.01), 2)))
+    if beta <= 0:
+        raise ValueError(f"beta must be positive, got {beta}")
     if len(scores) != len(truths) or not len(scores):
         raise ValueError("calibration needs one truth per score record, and at least one record")
     truth_sets = [frozenset(t) for t in truths]
@@ -129,7 +133,8 @@ def calibrate_thresholds(scores: list[dict[str, float]], truths: list[Iterable[s
         y = np.array([name in t for t in truth_sets])
         pred = s[None, :] >= values[:, None]  # [T, N]
         tp = (pred & y).sum(1)
-        f1 = 2 * tp / np.maximum(1, pred.sum(1) + y.sum())
-        best = np.flatnonzero(f1 == f1.max())[-1]
+        b2 = beta * beta
+        f = (1 + b2) * tp / np.maximum(1, b2 * y.sum() + pred.sum(1))
+        best = np.flatnonzero(f == f.max())[-1]
         out[name] = float(values[best])
     return out

@@ -38,6 +38,8 @@ def register(sub) -> None:
                         help="evaluate on a `photomend synth` folder (labels.jsonl) instead")
     parser.add_argument("--calibrate", type=Path, default=None, metavar="SYNTH_DIR",
                         help="fit per-name thresholds on a `photomend synth` folder; needs --out")
+    parser.add_argument("--beta", type=float, default=1.0,
+                        help="with --calibrate: maximise F-beta; below 1 favours precision (default 1: F1)")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="with --calibrate: where the calibrated copy of the model bundle goes")
     parser.add_argument("--report", type=Path, default=None, metavar="FILE", help="with --eval: write Markdown here")
@@ -170,6 +172,8 @@ def _run_calibrate(args) -> int:
         raise UsageError(f"{model_dir}: --calibrate needs a model folder with detector.json")
     if args.out is None:
         raise UsageError("--calibrate needs --out DIR for the calibrated copy of the model")
+    if not args.beta > 0:
+        raise UsageError("--beta must be positive")
     if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
         raise UsageError(f"{args.out}: already exists and is not an empty folder")
     records = read_labels(args.calibrate)
@@ -178,7 +182,7 @@ def _run_calibrate(args) -> int:
     for path, names in tqdm(records, desc="calibrate", unit="img", file=sys.stderr, dynamic_ncols=True):
         scores.append(detector.detect(read_rgb(path)).scores)
         truths.append([n for n in names if n != "none"])
-    thresholds = calibrate_thresholds(scores, truths, detector.vocabulary)
+    thresholds = calibrate_thresholds(scores, truths, detector.vocabulary, beta=args.beta)
 
     limit = max(detector.n_slots, 1)
     before, after = DetectionReport(detector.vocabulary), DetectionReport(detector.vocabulary)
@@ -186,7 +190,7 @@ def _run_calibrate(args) -> int:
         before.add(t, select_names(s, {}, limit))
         after.add(t, select_names(s, thresholds, limit))
     f1_before, f1_after = before.per_type(), after.per_type()
-    print(f"Calibrated on {len(records)} images of {args.calibrate}.\n")
+    print(f"Calibrated (F-beta, beta {args.beta:g}) on {len(records)} images of {args.calibrate}.\n")
     print("| type | threshold | F1 at 0.5 | F1 calibrated |\n|---|---:|---:|---:|")
     for name in detector.vocabulary:
         print(f"| {name} | {thresholds[name]:.2f} | {f1_before[name]['f1']:.3f} | {f1_after[name]['f1']:.3f} |")

@@ -169,6 +169,15 @@ def test_calibration_picks_the_best_f1_and_the_higher_of_ties():
         calibrate_thresholds(scores, truths[:2], ("hazy",))
 
 
+def test_calibration_with_a_small_beta_prefers_precision():
+    scores = [{"hazy": v} for v in (0.9, 0.8, 0.4, 0.5, 0.3)]
+    truths = [["hazy"], ["hazy"], ["hazy"], [], []]
+    assert calibrate_thresholds(scores, truths, ("hazy",))["hazy"] == pytest.approx(0.40)  # F1 0.86: all three found
+    assert calibrate_thresholds(scores, truths, ("hazy",), beta=0.5)["hazy"] == pytest.approx(0.80)  # no false alarm
+    with pytest.raises(ValueError):
+        calibrate_thresholds(scores, truths, ("hazy",), beta=0)
+
+
 def test_cli_calibrate_writes_a_calibrated_copy(model_dir, tmp_path, capsys):
     data = tmp_path / "set"
     (data / "lq").mkdir(parents=True)
