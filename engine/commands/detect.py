@@ -128,11 +128,21 @@ def read_labels(synth_dir: Path) -> list[tuple[Path, tuple[str, ...]]]:
     return out
 
 
+def _read_labelled(path: Path):
+    """One image of a labelled set; an unreadable one stops the run with a one-line usage error."""
+    from engine.cli import UsageError
+    from engine.imageio import ImageReadError, read_rgb
+
+    try:
+        return read_rgb(path)
+    except ImageReadError as exc:
+        raise UsageError(str(exc).splitlines()[0]) from None
+
+
 def _run_eval(args) -> int:
     from tqdm import tqdm
 
     from engine.detect_eval import evaluate
-    from engine.imageio import read_rgb
 
     records = read_labels(args.eval)
     detector = _load_detector(args)
@@ -142,7 +152,7 @@ def _run_eval(args) -> int:
         bar.n = event.done
         bar.refresh()
 
-    samples = ((read_rgb(p), names) for p, names in records)
+    samples = ((_read_labelled(p), names) for p, names in records)
     t0 = time.time()
     report = evaluate(lambda im: detector.detect(im).degradations, samples, detector.vocabulary,
                       total=len(records), progress=progress)
@@ -164,7 +174,6 @@ def _run_calibrate(args) -> int:
     from engine.cli import UsageError
     from engine.detect import DETECT_THRESHOLD, select_names
     from engine.detect_eval import DetectionReport, calibrate_thresholds
-    from engine.imageio import read_rgb
     from engine.resources import bundled_model_dir
 
     model_dir = Path(args.model or bundled_model_dir())
@@ -180,7 +189,7 @@ def _run_calibrate(args) -> int:
     detector = _load_detector(args)
     scores, truths = [], []
     for path, names in tqdm(records, desc="calibrate", unit="img", file=sys.stderr, dynamic_ncols=True):
-        scores.append(detector.detect(read_rgb(path)).scores)
+        scores.append(detector.detect(_read_labelled(path)).scores)
         truths.append([n for n in names if n != "none"])
     thresholds = calibrate_thresholds(scores, truths, detector.vocabulary, beta=args.beta)
 

@@ -194,6 +194,10 @@ def test_cli_calibrate_writes_a_calibrated_copy(model_dir, tmp_path, capsys):
     assert list(Detector.from_dir(out).thresholds.values()) == thresholds
     assert cli_main(["detect", "--calibrate", str(data), "--model", str(model_dir), "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
+    (data / "lq" / "1.png").write_bytes(b"not a png")
+    assert cli_main(["detect", "--calibrate", str(data), "--model", str(model_dir), "--out", str(tmp_path / "o2")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # beside the bar
+    assert len(errors) == 1 and "1.png: not an image" in errors[0] and not (tmp_path / "o2").exists()
     assert not list(tmp_path.glob(".calibrated.*"))  # no temporary folder left behind
 
 
