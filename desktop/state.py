@@ -234,7 +234,7 @@ class Settings:
             fixed.overwrite = d.overwrite
         fixed.quality = min(100, max(1, int(fixed.quality)))
         fixed.tile = max(0, int(fixed.tile))
-        fixed.strength = min(100, max(0, int(fixed.strength)))
+        fixed.strength = d.strength if isinstance(fixed.strength, bool) else min(100, max(0, int(fixed.strength)))
         fixed.models = [str(m) for m in fixed.models if isinstance(m, str)]
         for name in ("recursive", "keep_clean"):  # the check boxes take only real booleans
             if not isinstance(getattr(fixed, name), bool):
@@ -270,7 +270,7 @@ class SettingsStore(Observable):
         known = {f.name for f in fields(Settings)}
         try:
             return Settings(**{k: v for k, v in data.items() if k in known}).validated()
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # e.g. "quality": Infinity
             return Settings()
 
     def save(self) -> None:

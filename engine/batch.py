@@ -149,9 +149,10 @@ def settings_record(settings: BatchSettings, restorer: Restorer | None = None) -
         "tile": settings.tile,
         "degradations": list(settings.degradations) if settings.degradations is not None else None,
         "keep_clean": settings.keep_clean,
-        "strength": settings.strength,
         "format": settings.format,
         "quality": settings.quality,
+        # only when set: outputs restored before the option existed are still skipped on a rerun
+        **({"strength": settings.strength} if settings.strength != 1.0 else {}),
     }
 
 

@@ -27,8 +27,9 @@ embedding comes from the global view.
 Each slot of the condition averages the canonicalised slot embeddings of the views whose slot at
 that position names the same degradation as the final detection, so a full-size photo gets the
 kind of slot embedding a training patch would get. When no view agrees at that position, the
-slots labelled with that name at any position are used; an empty slot with none of those gets
-the ``none`` text prototype. A name the detection rejected therefore never conditions the
+slots labelled with that name at any position are used; when no slot anywhere is labelled with
+it, its text prototype (``none`` included; zero for the empty slot of a one-slot model, as in
+:meth:`Detector.condition_for`). A name the detection rejected therefore never conditions the
 restorer (before, the fallback averaged all views, and a sub-threshold "hazy" slot still made
 the restorer dehaze).
 """
@@ -180,10 +181,10 @@ class Detector:
                 sel = slots[agree, j]
             elif bool((labels == want).any()):  # the name sits at another position in every view
                 sel = slots[labels == want]
-            elif target[j] == NONE and want >= 0:  # no view has an empty slot: the text prototype
+            elif want >= 0:  # no slot is labelled with it anywhere: its text prototype
                 sel = self.prototypes[want][None]
-            else:
-                sel = slots[:, j]
+            else:  # an empty slot of a one-slot model (no "none" class): zero, as condition_for
+                sel = torch.zeros_like(slots[:1, j])
             rows.append(F.normalize(sel.mean(0), dim=-1))
         condition = self._condition(content[0], torch.stack(rows))
         return Analysis(detection=detection, condition=condition.cpu())

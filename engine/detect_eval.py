@@ -122,8 +122,10 @@ def calibrate_thresholds(scores: list[dict[str, float]], truths: list[Iterable[s
     matter more to the restorer (a wrong condition changes a photo; a missed one leaves it as is).
     """
     values = np.asarray(sorted(grid if grid is not None else np.round(np.arange(0.20, 0.96, 0.01), 2)))
-    if beta <= 0:
+    if not beta > 0:
         raise ValueError(f"beta must be positive, got {beta}")
+    if not values.size or not ((values > 0) & (values < 1)).all():
+        raise ValueError("the threshold grid must hold values between 0 and 1 (exclusive)")
     if len(scores) != len(truths) or not len(scores):
         raise ValueError("calibration needs one truth per score record, and at least one record")
     truth_sets = [frozenset(t) for t in truths]

@@ -18,6 +18,7 @@ or on a set of its own, never on the set you then evaluate on.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -186,6 +187,8 @@ def _run_calibrate(args) -> int:
     if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
         raise UsageError(f"{args.out}: already exists and is not an empty folder")
     records = read_labels(args.calibrate)
+    if not records:
+        raise UsageError(f"{args.calibrate / 'labels.jsonl'}: no labelled images")
     detector = _load_detector(args)
     scores, truths = [], []
     for path, names in tqdm(records, desc="calibrate", unit="img", file=sys.stderr, dynamic_ncols=True):
@@ -210,12 +213,19 @@ def _run_calibrate(args) -> int:
     meta["config"]["thresholds"] = [thresholds[n] for n in detector.vocabulary]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{args.out.name}.", dir=args.out.parent))
-    for item in model_dir.iterdir():
-        if item.is_file():
-            shutil.copy2(item, tmp / item.name)
-    (tmp / "detector.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    if args.out.exists():
-        args.out.rmdir()
-    tmp.rename(args.out)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a model folder is not
+        for item in model_dir.iterdir():
+            if item.is_file():
+                shutil.copy2(item, tmp / item.name)
+        (tmp / "detector.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        if args.out.exists():
+            args.out.rmdir()
+        tmp.rename(args.out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UsageError(f"{args.out}: could not write the calibrated model ({exc.strerror or exc})") from None
     print(f"wrote {args.out}")
     return 0

@@ -65,6 +65,10 @@ def test_broken_or_hand_edited_settings_fall_back_to_defaults(tmp_path):
     (tmp_path / "settings.json").write_text(json.dumps({"keep_clean": "yes", "recursive": 0}))
     s = SettingsStore(tmp_path).settings
     assert (s.keep_clean, s.recursive) == (Settings().keep_clean, Settings().recursive)
+    (tmp_path / "settings.json").write_text(json.dumps({"strength": True, "tile": 64}))
+    assert (SettingsStore(tmp_path).settings.strength, SettingsStore(tmp_path).settings.tile) == (100, 64)
+    (tmp_path / "settings.json").write_text(json.dumps({"quality": float("inf")}))  # written as Infinity
+    assert SettingsStore(tmp_path).settings == Settings()
 
 
 def test_default_config_folder_honours_the_override(private_config):

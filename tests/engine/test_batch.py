@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from engine.api import CancelToken
-from engine.batch import MANIFEST_NAME, collect_inputs, plan_output, run_batch
+from engine.batch import MANIFEST_NAME, collect_inputs, plan_output, run_batch, settings_record
 from engine.jobs import BatchSettings
 from tests.engine.test_runtime import fake_restorer
 
@@ -111,6 +111,8 @@ def test_strength_reaches_the_outputs_and_a_new_strength_redoes_them(tree, tmp_p
         original = np.asarray(im)
     kept = run_batch(inputs, BatchSettings(out, tile=128, strength=0.0), fake_restorer())
     assert kept[1].settings["strength"] == 0.0
+    # full strength leaves the record (and the skip-on-rerun key) as it was before the option existed
+    assert "strength" not in settings_record(BatchSettings(out, tile=128))
     with Image.open(out / "b.png") as im:
         assert np.array_equal(np.asarray(im), original)  # lossless output of 0 % restoration
     full = run_batch(inputs, BatchSettings(out, tile=128), fake_restorer())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -143,6 +144,21 @@ def test_a_rejected_name_does_not_condition_the_restorer(model_dir):
     assert torch.allclose(cond[1], none_proto, atol=1e-6) and torch.allclose(cond[2], none_proto, atol=1e-6)
 
 
+def test_a_detected_name_no_slot_is_labelled_with_conditions_through_its_prototype(model_dir):
+    torch.manual_seed(1)
+    det = Detector.from_dir(model_dir, n_crops=0)
+    content, slots, probs = _fake_encoding(det, ("rainy", NONE), 0.65)
+    probs[0, 0] = 0.0
+    probs[0, 0, det.classes.index("rainy")], probs[0, 0, det.classes.index("hazy")] = 0.65, 0.35
+    det._encode = lambda views: (content, slots, probs)
+    det.thresholds.update(hazy=0.3, rainy=0.9)
+    analysis = det.analyze(_photo(40, 40))
+    assert analysis.detection.degradations == ("hazy",)  # detected, but every slot says rainy or none
+    hazy_proto = det.prototypes[det.classes.index("hazy")].cpu()
+    assert torch.allclose(analysis.condition[1], hazy_proto, atol=1e-6)  # not the rainy slot
+    assert torch.allclose(analysis.condition[2], slots[0, 1], atol=1e-6)
+
+
 def test_thresholds_are_stored_with_the_model_and_checked(model_dir, tmp_path):
     meta = json.loads((model_dir / "detector.json").read_text())
     assert meta["config"]["thresholds"] == []
@@ -176,6 +192,8 @@ def test_calibration_with_a_small_beta_prefers_precision():
     assert calibrate_thresholds(scores, truths, ("hazy",), beta=0.5)["hazy"] == pytest.approx(0.80)  # no false alarm
     with pytest.raises(ValueError):
         calibrate_thresholds(scores, truths, ("hazy",), beta=0)
+    with pytest.raises(ValueError):
+        calibrate_thresholds(scores, truths, ("hazy",), grid=[0.0, 0.5])  # 0 is not a storable threshold
 
 
 def test_cli_calibrate_writes_a_calibrated_copy(model_dir, tmp_path, capsys):
@@ -192,12 +210,18 @@ def test_cli_calibrate_writes_a_calibrated_copy(model_dir, tmp_path, capsys):
     assert len(thresholds) == len(DEGRADATIONS) and all(0 < v < 1 for v in thresholds)
     assert (out / "detector.safetensors").read_bytes() == (model_dir / "detector.safetensors").read_bytes()
     assert list(Detector.from_dir(out).thresholds.values()) == thresholds
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # an ordinary folder, not mkdtemp's private one
     assert cli_main(["detect", "--calibrate", str(data), "--model", str(model_dir), "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
     (data / "lq" / "1.png").write_bytes(b"not a png")
     assert cli_main(["detect", "--calibrate", str(data), "--model", str(model_dir), "--out", str(tmp_path / "o2")]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # beside the bar
     assert len(errors) == 1 and "1.png: not an image" in errors[0] and not (tmp_path / "o2").exists()
+    (data / "labels.jsonl").write_text("")
+    assert cli_main(["detect", "--calibrate", str(data), "--model", str(model_dir), "--out", str(tmp_path / "o3")]) == 2
+    assert "no labelled images" in capsys.readouterr().err
     assert not list(tmp_path.glob(".calibrated.*"))  # no temporary folder left behind
 
 
