@@ -116,7 +116,7 @@ def calibrate_thresholds(scores: list[dict[str, float]], truths: list[Iterable[s
     """Per-name detection thresholds that maximise each name's F-beta (F1 by default) on labelled scores.
 
     ``scores``: one ``{name: score}`` per image (a detection's ``scores``); ``truths``: its true names.
-    Each name gets the grid value with the best F1; ties go to the higher threshold (fewer false
+    Each name gets the grid value with the best F-beta; ties go to the higher threshold (fewer false
     alarms), so a name the detector cannot find at all gets the grid's highest value. The cap of two
     names per photo is not modelled. ``beta`` < 1 favours precision: fewer false alarms, which
     matter more to the restorer (a wrong condition changes a photo; a missed one leaves it as is).

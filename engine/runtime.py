@@ -237,13 +237,17 @@ class Restorer:
         """Restore ``image`` with an already computed condition; returns ``float32 (H, W, 3)``.
 
         With ``options.keep_clean``, a photo whose detection is empty (no override) comes back as a
-        copy of the input, without running the restorer. ``options.strength`` below 1 mixes the
-        restoration with the input (once, over the assembled photo).
+        copy of the input, without running the restorer; so does any photo at ``strength`` 0.
+        ``options.strength`` below 1 mixes the restoration with the input (once, over the
+        assembled photo).
         """
         image = _check_image(image)
-        if options.keep_clean and options.degradations is None and not prepared.detection.degradations:
+        kept = ("strength 0: kept as is" if options.strength == 0.0 else
+                "nothing detected: kept as is" if options.keep_clean and options.degradations is None
+                and not prepared.detection.degradations else None)
+        if kept is not None:
             if progress is not None:
-                progress(ProgressEvent("restore", 1, 1, "nothing detected: kept as is"))
+                progress(ProgressEvent("restore", 1, 1, kept))
             return np.clip(image, 0.0, 1.0)
         h, w = image.shape[:2]
         plan = self.plan(h, w, options)

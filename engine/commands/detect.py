@@ -10,7 +10,7 @@ written by ``photomend synth`` (``labels.jsonl``): exact-set accuracy, per-type 
 confusion table, printed (and written to FILE) as Markdown.
 
 ``photomend detect --calibrate SYNTH_DIR --out DIR`` fits one detection threshold per name on a
-labelled set (best F1 per name, :func:`engine.detect_eval.calibrate_thresholds`) and writes a copy
+labelled set (best F-beta per name, :func:`engine.detect_eval.calibrate_thresholds`) and writes a copy
 of the model bundle with them in ``detector.json``. Calibrate on photos the model was trained on
 or on a set of its own, never on the set you then evaluate on.
 """
@@ -168,7 +168,6 @@ def _run_eval(args) -> int:
 
 def _run_calibrate(args) -> int:
     import shutil
-    import tempfile
 
     from tqdm import tqdm
 
@@ -212,11 +211,10 @@ def _run_calibrate(args) -> int:
     meta = json.loads((model_dir / "detector.json").read_text(encoding="utf-8"))
     meta["config"]["thresholds"] = [thresholds[n] for n in detector.vocabulary]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{args.out.name}.", dir=args.out.parent))
+    tmp = args.out.with_name(f".{args.out.name}.{os.getpid()}")  # beside it: the rename stays atomic
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a model folder is not
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
         for item in model_dir.iterdir():
             if item.is_file():
                 shutil.copy2(item, tmp / item.name)
