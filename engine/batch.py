@@ -38,6 +38,7 @@ from engine.imageio import (
 from engine.jobs import BatchEvent, BatchSettings, FileResult
 
 if TYPE_CHECKING:
+    from engine.analysis import AnalysisCache
     from engine.runtime import Restorer
 
 MANIFEST_NAME = ".photomend-manifest.json"
@@ -226,8 +227,11 @@ def _one_line(exc: BaseException, path: Path) -> str:
 
 def run_batch(inputs: list[tuple[Path, Path]], settings: BatchSettings, restorer: Restorer,
               on_event: Callable[[BatchEvent], None] | None = None,
-              cancel: CancelToken | None = None) -> list[FileResult]:
+              cancel: CancelToken | None = None, analyses: AnalysisCache | None = None) -> list[FileResult]:
     """Restore ``inputs`` (from :func:`collect_inputs`) with ``settings``; one result per input.
+
+    ``analyses``: photos analysed beforehand (:class:`~engine.analysis.AnalysisCache`) are not
+    detected again, unless ``settings.degradations`` overrides the detection.
 
     Events: ``started``, ``detected``, ``progress`` (per tile), then ``done``, ``skipped``,
     ``failed`` or ``cancelled``. When ``cancel`` fires, the current file stops within one tile
@@ -273,7 +277,11 @@ def run_batch(inputs: list[tuple[Path, Path]], settings: BatchSettings, restorer
             result.output = str(output)
 
             loaded = load_image(path)
-            prepared = restorer.prepare(loaded.pixels, options)
+            prepared = None
+            if analyses is not None and options.degradations is None:
+                prepared = analyses.lookup(path, restorer)
+            if prepared is None:
+                prepared = restorer.prepare(loaded.pixels, options)
             detection = prepared.detection
             result.degradations = list(detection.degradations)
             result.scores = {k: round(float(v), 4) for k, v in detection.scores.items()}

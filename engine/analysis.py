@@ -1,0 +1,76 @@
+"""Analyse photos before restoring them: the detection and the restorer condition, computed once.
+
+The desktop app analyses each queued photo as soon as it is added, so its degradations show before
+*Start*; :func:`engine.batch.run_batch` then takes the stored analysis instead of detecting again.
+
+Usage::
+
+    analyses = AnalysisCache(restorer)
+    detection = analyses.analyze(path)             # loads the photo, detects, keeps the condition
+    run_batch(inputs, settings, restorer, analyses=analyses)   # reuses it
+
+An analysis is keyed by the file's resolved path, size and modification time, so an edited photo
+is analysed again. A cache belongs to one :class:`~engine.runtime.Restorer`: the condition is that
+model's embedding. Not thread-safe; use it from one thread (the desktop's worker thread).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from engine.api import Detection, RestoreOptions
+from engine.imageio import load_image
+
+if TYPE_CHECKING:
+    from engine.runtime import Prepared, Restorer
+
+DEFAULT_LIMIT = 4096  # a condition is a few kilobytes: thousands of photos fit in a few tens of MB
+
+
+def _file_key(path: Path) -> tuple[str, int, int]:
+    st = Path(path).stat()
+    return str(Path(path).resolve()), st.st_size, st.st_mtime_ns
+
+
+class AnalysisCache:
+    """The analyses (:class:`~engine.runtime.Prepared`) one restorer made, newest kept when full."""
+
+    def __init__(self, restorer: Restorer, limit: int = DEFAULT_LIMIT) -> None:
+        self.restorer = restorer
+        self.limit = int(limit)
+        self._entries: OrderedDict[tuple[str, int, int], Prepared] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def analyze(self, path: Path) -> Detection:
+        """Load ``path``, detect its degradations and keep the condition; returns the detection.
+
+        Raises what :func:`engine.imageio.load_image` raises for an unreadable file.
+        """
+        key = _file_key(path)
+        found = self._entries.get(key)
+        if found is not None:
+            self._entries.move_to_end(key)
+            return found.detection
+        pixels = load_image(path).pixels
+        prepared = self.restorer.prepare(pixels, RestoreOptions())
+        self._entries[key] = prepared
+        while len(self._entries) > self.limit:
+            self._entries.popitem(last=False)
+        return prepared.detection
+
+    def lookup(self, path: Path, restorer: Restorer) -> Prepared | None:
+        """The stored analysis of ``path`` when ``restorer`` made it and the file is unchanged."""
+        if restorer is not self.restorer:
+            return None
+        try:
+            key = _file_key(path)
+        except OSError:
+            return None
+        return self._entries.get(key)
+
+    def clear(self) -> None:
+        self._entries.clear()
