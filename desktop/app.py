@@ -94,9 +94,15 @@ def self_test(timeout_s: float = 600.0) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``photomend-gui``."""
     args = parse_args(argv)
+    if args.self_test and _needs_offscreen():
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from desktop.platform_check import platform_problem
+
+    problem = platform_problem()
+    if problem:  # Qt would abort with a long message; say what is missing in one line
+        print(f"photomend-gui: {problem}", file=sys.stderr)
+        return 2
     if args.self_test:
-        if _needs_offscreen():
-            os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
         return self_test()
 
     app = make_app(sys.argv[:1])
