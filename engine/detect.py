@@ -69,15 +69,20 @@ def _order_key(name: str) -> int:
     return PHYSICAL_ORDER.index(name) if name in PHYSICAL_ORDER else len(PHYSICAL_ORDER)
 
 
+CROP_GRID = 16  # native crops start on this grid, so JPEG's 8 px blocks (16 px with 4:2:0 chroma) stay aligned
+
+
 def crop_boxes(height: int, width: int, size: int, n_crops: int) -> list[tuple[int, int]]:
-    """Top-left corners of up to ``n_crops`` ``size`` x ``size`` crops spread evenly over the image."""
+    """Top-left corners of up to ``n_crops`` ``size`` x ``size`` crops spread evenly over the image,
+    each on the :data:`CROP_GRID` (when the image leaves room for it)."""
     if height < size or width < size or n_crops <= 0:
         return []
     rows = max(1, int(round((n_crops * height / width) ** 0.5)))
     cols = max(1, int(np.ceil(n_crops / rows)))
     ys = np.linspace(0, height - size, rows + 2)[1:-1] if rows > 1 else [(height - size) / 2]
     xs = np.linspace(0, width - size, cols + 2)[1:-1] if cols > 1 else [(width - size) / 2]
-    boxes = [(int(y), int(x)) for y in ys for x in xs]
+    snap = lambda v: int(v) // CROP_GRID * CROP_GRID  # noqa: E731  (rounds down: stays inside)
+    boxes = [(snap(y), snap(x)) for y in ys for x in xs]
     return boxes[:n_crops]
 
 
@@ -112,19 +117,23 @@ class Detector:
 
     # -- batched core -------------------------------------------------------------------------
     @torch.no_grad()
-    def _encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(content [B,D], canonical slots [B,S,D], canonical slot probs [B,S,C])`` for [0,1] images."""
+    def _encode(self, images: torch.Tensor, with_pooled: bool = False):
+        """``(content [B,D], canonical slots [B,S,D], canonical slot probs [B,S,C])`` for [0,1] images,
+        plus the controller's pooled features ``[B, W]`` with ``with_pooled``."""
         images = images.to(self.device, torch.float32)
         s = self.image_size
         if images.shape[-2:] != (s, s):
             images = F.interpolate(images, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
-        content, slots = self.model.encode_image(images)
+        hiddens, pooled, slots = self.model.control_features(images)
+        content = self.model.content(images, hiddens)
         probs = self.model.slot_logits(slots, self.prototypes).softmax(-1)
         # canonical order: physical order of each slot's most probable name, none last (stable sort)
         keys = self._class_order[probs.argmax(-1)]  # [B, S]
         perm = torch.sort(keys, dim=1, stable=True).indices
         slots = torch.gather(slots, 1, perm[..., None].expand_as(slots))
         probs = torch.gather(probs, 1, perm[..., None].expand_as(probs))
+        if with_pooled:
+            return F.normalize(content, dim=-1), F.normalize(slots, dim=-1), probs, pooled
         return F.normalize(content, dim=-1), F.normalize(slots, dim=-1), probs
 
     def _condition(self, content: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
@@ -166,9 +175,12 @@ class Detector:
     def analyze(self, image: np.ndarray) -> Analysis:
         """Detection and condition for one full-size photo (see the module docstring for the rule)."""
         views, n_crops = self._views(image)
-        content, slots, probs = self._encode(views)
-        pres = self.presence(probs)  # [V, N]
-        score = pres[0] if n_crops == 0 else torch.maximum(pres[0], pres[1:].mean(0))
+        content, slots, probs, pooled = self._encode(views, with_pooled=True)
+        if self.model.presence_head is not None:  # detector v2: one head reads all the views together
+            score = torch.sigmoid(self.model.presence_logits(pooled, len(views)))[0]
+        else:
+            pres = self.presence(probs)  # [V, N]
+            score = pres[0] if n_crops == 0 else torch.maximum(pres[0], pres[1:].mean(0))
         detection = self._detection(score)
         # condition slots: average the views whose slot at each canonical position agrees
         target = list(physical_sort(detection.degradations)) + [NONE] * self.n_slots

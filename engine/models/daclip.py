@@ -109,6 +109,9 @@ class DaClipConfig:
     ``none_prompt``: prompt of the empty slot (two-slot models) or ``""`` (official one-slot).
     ``thresholds``: the score at which each vocabulary name counts as detected, in vocabulary order
     (``photomend detect --calibrate``); empty means 0.5 for every name.
+    ``presence``: the model has a :class:`PresenceHead` (detector v2; ResNet towers only), which reads
+    the controller's pooled features of a photo's global view and native crops together and gives one
+    sigmoid probability per vocabulary name; detection then uses it instead of the slot softmax.
     """
 
     clip_model: str = DEFAULT_CLIP_MODEL
@@ -118,6 +121,8 @@ class DaClipConfig:
     none_prompt: str = name_prompt(NONE)
     n_slots: int = 2
     thresholds: tuple[float, ...] = ()
+    presence: bool = False
+    presence_hidden: int = 256
 
     def __post_init__(self) -> None:
         if self.thresholds:
@@ -143,6 +148,25 @@ class DaClipConfig:
     @classmethod
     def for_clip_model(cls, clip_model: str = DEFAULT_CLIP_MODEL, **kwargs) -> DaClipConfig:
         return cls(clip_model=clip_model, clip_cfg=clip_config(clip_model), **kwargs)
+
+
+class PresenceHead(nn.Module):
+    """Per-name presence logits of one photo from its views' pooled features.
+
+    ``glob [B, D]`` is the global view's feature, ``crops [B, K, D]`` the native crops' (``K`` may be 0:
+    the global view stands in). The crops are summarised by their mean (what most of the photo shows)
+    and their max (damage in one corner, e.g. a missing region), so any number of crops can be read.
+    """
+
+    def __init__(self, dim: int, n_names: int, hidden: int = 256):
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(3 * dim), nn.Linear(3 * dim, hidden), nn.GELU(),
+                                 nn.Linear(hidden, n_names))
+
+    def forward(self, glob: torch.Tensor, crops: torch.Tensor | None = None) -> torch.Tensor:
+        if crops is None or crops.shape[1] == 0:
+            crops = glob[:, None]
+        return self.net(torch.cat([glob, crops.mean(1), crops.amax(1)], dim=-1))
 
 
 def is_resnet_tower(visual: nn.Module) -> bool:
@@ -226,6 +250,11 @@ class DaClip(nn.Module):
             self.controller.proj = None  # replaced by one projection per slot
             self.zero_linears = nn.ModuleList(nn.Linear(width, width) for _ in visual.transformer.resblocks)
             self.slot_proj = nn.Parameter(visual.proj.detach().clone().unsqueeze(0).repeat(cfg.n_slots, 1, 1))
+        self.presence_head = None
+        if cfg.presence:
+            if not self.resnet:
+                raise ValueError("a presence head needs a ResNet image tower")
+            self.presence_head = PresenceHead(visual.output_dim, len(cfg.vocabulary), cfg.presence_hidden)
         self._visual_frozen = False
         self.logit_scale = nn.Parameter(self.clip.logit_scale.detach().clone())
         self.register_buffer("mean", torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -296,13 +325,26 @@ class DaClip(nn.Module):
 
     def control(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Run the controller: ``(control tensors per block, slots [B, n_slots, D])``."""
+        hiddens, _, slots = self.control_features(images)
+        return hiddens, slots
+
+    def control_features(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """``(control tensors per block, pooled controller features [B, W], slots [B, n_slots, D])``."""
         ctrl = self.controller
         if self.resnet:
             pooled, hiddens = _run_resnet(ctrl, self.normalize(images), zero_convs=self.zero_linears)
         else:
             h, hiddens = _run_blocks(ctrl, ctrl._embeds(self.normalize(images)), zero_linears=self.zero_linears)
             pooled, _ = ctrl._pool(h)
-        return hiddens, torch.einsum("bw,swd->bsd", pooled, self.slot_proj)
+        return hiddens, pooled, torch.einsum("bw,swd->bsd", pooled, self.slot_proj)
+
+    def presence_logits(self, pooled: torch.Tensor, n_views: int) -> torch.Tensor:
+        """Presence logits ``[B, N]`` from pooled features ``[B * n_views, W]`` grouped per photo
+        (each group: the global view first, then its native crops)."""
+        if self.presence_head is None:
+            raise ValueError("this detector has no presence head")
+        grouped = pooled.reshape(-1, n_views, pooled.shape[-1])
+        return self.presence_head(grouped[:, 0], grouped[:, 1:])
 
     def content(self, images: torch.Tensor, hiddens: list[torch.Tensor]) -> torch.Tensor:
         """The frozen encoder with the controller's ``hiddens`` added: ``[B, D]``, not normalised."""

@@ -41,7 +41,18 @@ class DaClipRecipe:
     clip_model: str = "PhotoMend-RN-96"
     crop: int = 96
     views: str = "photo"          # "photo": global views + native crops of degraded regions
-                                  # (engine.training.synthetic.PhotoViews); "crop": degraded crops
+                                  # (engine.training.synthetic.PhotoViews); "crop": degraded crops;
+                                  # "pool": engine.training.region_pool (detector v2)
+    presence: bool = False        # train a presence head (sigmoid per name, BCE) with the slot loss
+    presence_weight: float = 1.0
+    renderers: tuple[str, ...] = ("project", "albumentations")  # "pool" views: the renderer mix
+    n_crops: int = 3              # "pool" views: native crops per region (plus its global view)
+    pool_size: int = 2000
+    pool_refresh: int = 1         # regions re-rendered per step
+    max_zoom_out: float = 4.0
+    max_side: int = 1536          # training photos are read at most this large
+    val_every: int = 0            # "pool" views with --val: held-out figures every this many steps
+    val_regions: int = 240
     region_min: int = 96          # "photo" views: short side of the degraded region, log-uniform
     region_max: int = 384
     views_per_region: int = 4     # the region's global view, then native crops
@@ -88,6 +99,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", type=Path, default=None,
                         help="continue the control stage of an existing detector folder (skips the base stage)")
     parser.add_argument("--export", type=Path, default=None, help="also write the final detector here")
+    parser.add_argument("--val", type=Path, default=None,
+                        help="folder of held-out clean photos: logs exact-set accuracy and F1 on them during "
+                             "training, with the training renderers and with the held-out renderer")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1, mps")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (0: default)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -141,7 +155,7 @@ def main(args) -> int:
 
     try:
         result = train(recipe, args.data, args.out, resume=args.resume, clip_weights=args.clip_weights,
-                       init=args.init, export=args.export, on_step=on_step)
+                       init=args.init, export=args.export, on_step=on_step, val=args.val)
     finally:
         if bar is not None:
             bar.close()
@@ -184,18 +198,20 @@ def _stage_modules():
         """Caption matching over all degradation sets + degraded/clean content InfoNCE."""
 
         def __init__(self, model, caption_tokens: torch.Tensor, content_weight: float, hq_fraction: float,
-                     separation: float = 0.0):
+                     separation: float = 0.0, presence_weight: float = 1.0):
             super().__init__()
             self.model = model
             self.register_buffer("caption_tokens", caption_tokens, persistent=False)
             self.content_weight = content_weight
             self.hq_fraction = hq_fraction
             self.separation = separation
+            self.presence_weight = presence_weight
 
-        def forward(self, lq, hq, set_index):
+        def forward(self, lq, hq, set_index, presence_targets=None, n_views=1):
             m = self.model
             b = max(1, int(round(lq.shape[0] * self.hq_fraction)))  # clean crops used (cost)
-            emb = F.normalize(m.encode_base(torch.cat([lq, hq[:b]])), dim=-1)
+            raw = m.encode_base(torch.cat([lq, hq[:b]]))
+            emb = F.normalize(raw, dim=-1)
             text = F.normalize(m.encode_text(self.caption_tokens), dim=-1)
             scale = m.clip.logit_scale.clamp(max=math.log(100.0)).exp()
             logits = scale * emb @ text.t()
@@ -206,22 +222,29 @@ def _stage_modules():
             labels = torch.arange(b, device=lq.device)
             content = (F.cross_entropy(sim, labels) + F.cross_entropy(sim.t(), labels)) / 2
             acc = (logits[:n].argmax(-1) == set_index).float().mean()
-            return loss + self.content_weight * content + self.separation * separation_loss(text), acc.detach()
+            loss = loss + self.content_weight * content + self.separation * separation_loss(text)
+            if presence_targets is not None:  # the base tower's pooled output feeds the same head
+                pres = m.presence_head(*_grouped(raw[:n], n_views))
+                loss = loss + self.presence_weight * F.binary_cross_entropy_with_logits(pres, presence_targets)
+                acc = _exact(pres, presence_targets)
+            return loss, acc.detach()
 
     class ControlStage(nn.Module):
         """Permutation-invariant slot loss + content loss toward the clean crop's frozen embedding."""
 
-        def __init__(self, model, content_weight: float, content_fraction: float, separation: float = 0.0):
+        def __init__(self, model, content_weight: float, content_fraction: float, separation: float = 0.0,
+                     presence_weight: float = 1.0):
             super().__init__()
             self.model = model
             self.content_weight = content_weight
             self.content_fraction = content_fraction
             self.separation = separation
+            self.presence_weight = presence_weight
 
-        def forward(self, lq, hq, targets, true_sets):
+        def forward(self, lq, hq, targets, true_sets, presence_targets=None, n_views=1):
             m = self.model
             protos = m.prototypes()
-            hiddens, slots = m.control(lq)
+            hiddens, pooled, slots = m.control_features(lq)
             logits = m.slot_logits(slots, protos)
             loss = slot_set_loss(logits, targets) + self.separation * separation_loss(protos)
             k = max(1, int(round(lq.shape[0] * self.content_fraction)))
@@ -230,9 +253,20 @@ def _stage_modules():
                 with torch.no_grad():
                     clean = F.normalize(m.encode_base(hq[:k]), dim=-1)
                 loss = loss + self.content_weight * (1 - (F.normalize(content, dim=-1) * clean).sum(-1)).mean()
+            if presence_targets is not None:
+                pres = m.presence_logits(pooled, n_views)
+                loss = loss + self.presence_weight * F.binary_cross_entropy_with_logits(pres, presence_targets)
+                return loss, _exact(pres.detach(), presence_targets)
             pred = predicted_sets(logits.detach(), m.cfg.classes)
             acc = torch.tensor(sum(p == t for p, t in zip(pred, true_sets, strict=True)) / len(pred))
             return loss, acc
+
+    def _grouped(pooled, n_views):
+        g = pooled.reshape(-1, n_views, pooled.shape[-1])
+        return g[:, 0], g[:, 1:]
+
+    def _exact(logits, targets):
+        return ((logits > 0) == (targets > 0.5)).all(-1).float().mean()
 
     return BaseStage, ControlStage
 
@@ -258,7 +292,7 @@ def _build_model(recipe: DaClipRecipe, clip_weights: Path | None, init: Path | N
         with torch.no_grad():
             model.clip.logit_scale.clamp_(max=math.log(100.0))
         return model
-    model = DaClip(DaClipConfig.for_clip_model(recipe.clip_model))
+    model = DaClip(DaClipConfig.for_clip_model(recipe.clip_model, presence=recipe.presence))
     if clip_weights is not None:
         import open_clip
 
@@ -270,9 +304,28 @@ def _build_model(recipe: DaClipRecipe, clip_weights: Path | None, init: Path | N
     return model
 
 
+def presence_target(names_batch, vocabulary: tuple[str, ...]):
+    """Multi-hot targets ``[B, len(vocabulary)]`` of the presence head."""
+    import torch
+
+    index = {n: i for i, n in enumerate(vocabulary)}
+    out = torch.zeros(len(names_batch), len(vocabulary))
+    for row, names in enumerate(names_batch):
+        for n in names:
+            out[row, index[n]] = 1.0
+    return out
+
+
+def _pool_spec(recipe: DaClipRecipe):
+    from engine.training.region_pool import PoolSpec
+
+    return PoolSpec(size=recipe.crop, n_crops=recipe.n_crops, preset=recipe.preset, renderers=tuple(recipe.renderers),
+                    region_min=recipe.region_min, region_max=recipe.region_max, max_zoom_out=recipe.max_zoom_out)
+
+
 def train(recipe: DaClipRecipe, data: Path, out: Path, resume: bool = False, clip_weights: Path | None = None,
           export: Path | None = None, on_step: Callable[[int, dict], None] | None = None,
-          init: Path | None = None) -> dict:
+          init: Path | None = None, val: Path | None = None) -> dict:
     """Run (or resume) both stages; return ``{"model_dir", "steps", "seconds", "acc"}``.
 
     ``init``: a detector folder whose CLIP and controller the control stage continues from (the
@@ -291,6 +344,7 @@ def train(recipe: DaClipRecipe, data: Path, out: Path, resume: bool = False, cli
         save_trainer_state,
         setup_distributed,
     )
+    from engine.training.region_pool import RegionPool
     from engine.training.synthetic import PhotoViews, SyntheticPairs, collate_pairs
 
     dist = setup_distributed()
@@ -316,7 +370,14 @@ def train(recipe: DaClipRecipe, data: Path, out: Path, resume: bool = False, cli
     captions = open_clip.tokenize([set_caption(s) for s in sets], context_length=cfg.context_length)
     BaseStage, ControlStage = _stage_modules()
 
-    if recipe.views == "photo":
+    pool = None
+    if recipe.views == "pool":
+        if dist.world_size > 1:
+            raise ValueError("views = 'pool' trains in one process (use torchrun with 'photo' views)")
+        pool = RegionPool(data, _pool_spec(recipe), recipe.pool_size, seed=recipe.seed + 7919 * step,
+                          max_side=recipe.max_side, processes=max(1, recipe.threads or 1))
+        batches = None
+    elif recipe.views == "photo":
         dataset = PhotoViews(data, recipe.crop, preset=recipe.preset, seed=recipe.seed + 7919 * step,
                              rank=dist.rank, world_size=dist.world_size, region_min=recipe.region_min,
                              region_max=recipe.region_max, views_per_region=recipe.views_per_region)
@@ -324,10 +385,17 @@ def train(recipe: DaClipRecipe, data: Path, out: Path, resume: bool = False, cli
         dataset = SyntheticPairs(data, recipe.crop, preset=recipe.preset, seed=recipe.seed + 7919 * step,
                                  rank=dist.rank, world_size=dist.world_size, min_crop_scale=recipe.min_crop_scale)
     else:
-        raise ValueError(f"views must be 'photo' or 'crop', got {recipe.views!r}")
-    loader = DataLoader(dataset, batch_size=recipe.batch_size, collate_fn=collate_pairs,
-                        num_workers=recipe.num_workers)
-    batches = iter(loader)
+        raise ValueError(f"views must be 'photo', 'crop' or 'pool', got {recipe.views!r}")
+    if pool is None:
+        loader = DataLoader(dataset, batch_size=recipe.batch_size, collate_fn=collate_pairs,
+                            num_workers=recipe.num_workers)
+        batches = iter(loader)
+    validation = None
+    if val is not None and recipe.val_every > 0 and dist.is_main:
+        from engine.training.detector_validation import ValidationSets
+
+        validation = ValidationSets(val, _pool_spec(recipe), recipe.val_regions, seed=recipe.seed + 1,
+                                    max_side=recipe.max_side)
     use_amp = recipe.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
     log_path = out / "log.jsonl"
@@ -348,8 +416,10 @@ def train(recipe: DaClipRecipe, data: Path, out: Path, resume: bool = False, cli
                 # a random, frozen token embedding is enough for a fixed set of captions and
                 # spares the optimizer the 49408-row table
                 model.clip.token_embedding.weight.requires_grad_(recipe.train_token_embedding)
+                if model.presence_head is not None:
+                    model.presence_head.requires_grad_(True)
                 inner = BaseStage(model, captions, recipe.base_content_weight, recipe.base_hq_fraction,
-                                  recipe.prototype_separation).to(device)
+                                  recipe.prototype_separation, recipe.presence_weight).to(device)
                 lr, start, n_steps = recipe.base_lr, 0, recipe.base_steps
             else:
                 if (init is None and step == recipe.base_steps
@@ -358,7 +428,8 @@ def train(recipe: DaClipRecipe, data: Path, out: Path, resume: bool = False, cli
                 for p in model.parameters():
                     p.requires_grad_(True)
                 model.freeze_clip(keep_text_trainable=recipe.control_trains_text)
-                inner = ControlStage(model, recipe.content_weight, recipe.content_fraction, recipe.prototype_separation).to(device)
+                inner = ControlStage(model, recipe.content_weight, recipe.content_fraction, recipe.prototype_separation,
+                                     recipe.presence_weight).to(device)
                 lr, start, n_steps = recipe.control_lr, recipe.base_steps, recipe.control_steps
             params = [p for p in model.parameters() if p.requires_grad]
             decay = [p for p in params if p.ndim >= 2]
@@ -370,20 +441,35 @@ def train(recipe: DaClipRecipe, data: Path, out: Path, resume: bool = False, cli
             stage_module = DDP(inner) if dist.enabled else inner
             model.train()
 
-        batch = next(batches)
-        keep = [i for i, names in enumerate(batch["names"]) if len(names) <= cfg.n_slots]
-        lq = batch["lq"][keep].to(device, non_blocking=True)
-        hq = batch["hq"][keep].to(device, non_blocking=True)
-        names = [batch["names"][i] for i in keep]
+        presence_targets, n_views = None, 1
+        if pool is not None:
+            batch = pool.batch(recipe.batch_size)
+            pool.refresh(recipe.pool_refresh)
+            n_views = batch["n_views"]
+            region_names = batch["names"]
+            names = [n for n in region_names for _ in range(n_views)]
+            lq = batch["lq"].to(device)
+            hq = batch["hq"].to(device)
+            if recipe.presence:
+                presence_targets = presence_target(region_names, cfg.vocabulary).to(device)
+            # sets larger than the slots (triples) still teach the presence head; the slot loss
+            # sees them as their first n_slots names
+            names = [n[: cfg.n_slots] for n in names]
+        else:
+            batch = next(batches)
+            keep = [i for i, names in enumerate(batch["names"]) if len(names) <= cfg.n_slots]
+            lq = batch["lq"][keep].to(device, non_blocking=True)
+            hq = batch["hq"][keep].to(device, non_blocking=True)
+            names = [batch["names"][i] for i in keep]
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, start, n_steps, lr, min(recipe.warmup_steps, max(1, n_steps // 5)))
         with autocast(device, use_amp):
             if stage_name == "base":
                 idx = torch.tensor([set_index_of[frozenset(n)] for n in names], device=device)
-                loss, acc = stage_module(lq, hq, idx)
+                loss, acc = stage_module(lq, hq, idx, presence_targets, n_views)
             else:
                 targets = set_targets(names, cfg.classes, cfg.n_slots).to(device)
-                loss, acc = stage_module(lq, hq, targets, [frozenset(n) for n in names])
+                loss, acc = stage_module(lq, hq, targets, [frozenset(n) for n in names], presence_targets, n_views)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if recipe.grad_clip > 0:
@@ -405,6 +491,12 @@ def train(recipe: DaClipRecipe, data: Path, out: Path, resume: bool = False, cli
         if dist.is_main and (step % recipe.log_every == 0 or step == recipe.total_steps):
             with log_path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(info) + "\n")
+        if validation is not None and (step % recipe.val_every == 0 or step == recipe.total_steps):
+            model.eval()
+            figures = validation.evaluate(model)
+            model.train()
+            with log_path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"step": step, "seconds": round(time.time() - t0, 1), "val": figures}) + "\n")
         if step % recipe.checkpoint_every == 0 or step == recipe.total_steps:
             if dist.is_main:
                 save_model(model, cfg, out / "checkpoint", "daclip-slots")
