@@ -1,4 +1,8 @@
-"""``photomend-gui [PATHS...] [--self-test]``: start the desktop app.
+"""``photomend-gui [PATHS...] [--verbose] [--self-test]``: start the desktop app.
+
+Before the window is created, :func:`desktop.platform_check.platform_problem` checks that one can
+open (on Linux: a display, and the system libraries of Qt's xcb plugin); when not, one line says
+what is missing and the exit status is 2.
 
 torch is imported before Qt on purpose: with recent torch on Windows, loading Qt's DLLs first makes
 torch's DLL initialisation fail. Keep the ``engine.device`` import above every PySide6 import.
@@ -24,6 +28,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="open the window (offscreen without a display), restore one bundled sample, exit 0 on success",
     )
+    parser.add_argument("--verbose", action="store_true", help="also print the log to stderr")
     return parser.parse_args(argv)
 
 
@@ -106,17 +111,17 @@ def main(argv: list[str] | None = None) -> int:
         return self_test()
 
     app = make_app(sys.argv[:1])
-    window = open_window(args.paths)
+    window = open_window(args.paths, echo_log=args.verbose)
     code = app.exec()
     del window
     return code
 
 
-def open_window(paths: list[Path], store=None):
+def open_window(paths: list[Path], store=None, echo_log: bool = False):
     """Show the main window with ``paths`` queued (missing ones are reported in the log)."""
     from desktop.main_window import MainWindow
 
-    window = MainWindow(store)
+    window = MainWindow(store, echo_log=echo_log)
     window.show()
     for p in paths:
         if not p.exists():

@@ -1,7 +1,10 @@
-"""Before/after comparison: a draggable split or side by side, with zoom and pan shared by both images.
+"""Before/after comparison: a draggable split, side by side, or one image toggled with Space; zoom
+and pan are shared by both images.
 
 :class:`CompareView` paints both images through one transform held in the plain
-:class:`~desktop.state.Comparison` state, so zoom and pan stay in sync by construction.
+:class:`~desktop.state.Comparison` state, so zoom and pan stay in sync by construction. A photo
+not restored yet is shown whole at once, labelled as such. Keys: Space toggles before/after, the
+arrow keys ask for the previous or next photo of the queue (:attr:`CompareView.stepRequested`).
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QPointF, QRectF, QRunnable, QSize, Qt, QThreadPool, Signal
-from PySide6.QtGui import QImage, QImageReader, QKeySequence, QPainter, QPalette, QPen
+from PySide6.QtGui import QColor, QImage, QImageReader, QKeySequence, QPainter, QPalette, QPen
 from PySide6.QtWidgets import (
     QButtonGroup,
     QHBoxLayout,
@@ -23,6 +26,8 @@ from PySide6.QtWidgets import (
 from desktop.state import Comparison
 
 HANDLE_GRAB_PX = 8
+BACKGROUND = QColor(48, 48, 48)  # a neutral dark grey around the photo, as photo viewers use
+PLACEHOLDER = QColor(190, 190, 190)
 WHEEL_STEP = 1.25
 
 
@@ -58,6 +63,7 @@ class CompareView(QWidget):
     """Paints ``comparison.before`` and ``comparison.after``; the mouse drags the split, pans and zooms."""
 
     imagesLoaded = Signal()
+    stepRequested = Signal(int)  # -1 / +1: the previous or next photo of the queue (arrow keys)
 
     def __init__(self, comparison: Comparison, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -105,10 +111,21 @@ class CompareView(QWidget):
     def image_size(self) -> QSize:
         return self.before.size() if not self.before.isNull() else self.after.size()
 
+    def solo(self) -> tuple[QImage, str] | None:
+        """The one image shown over the whole view and its label, or None when both are shown."""
+        if self.after.isNull() and not self.before.isNull():
+            return self.before, "Before · not restored yet"
+        if self.before.isNull() and not self.after.isNull():
+            return self.after, "After"
+        if self.comparison.mode == "toggle":
+            showing = self.comparison.showing
+            return (self.before, "Before") if showing == "before" else (self.after, "After")
+        return None
+
     def panes(self) -> list[QRectF]:
-        """One pane in split mode, two (before, after) side by side."""
+        """One pane in split and toggle modes, two (before, after) side by side."""
         r = QRectF(self.rect())
-        if self.comparison.mode == "side":
+        if self.comparison.mode == "side" and self.solo() is None:
             half = r.width() / 2
             return [QRectF(r.left(), r.top(), half - 1, r.height()), QRectF(r.left() + half + 1, r.top(), half - 1, r.height())]
         return [r]
@@ -147,14 +164,20 @@ class CompareView(QWidget):
     def paintEvent(self, _event) -> None:
         p = QPainter(self)
         pal = self.palette()
-        p.fillRect(self.rect(), pal.color(QPalette.ColorRole.Base))
+        p.fillRect(self.rect(), BACKGROUND)
         if self.before.isNull() and self.after.isNull():
-            p.setPen(pal.color(QPalette.ColorRole.PlaceholderText))
-            text = "Loading…" if self.loading else "Select a photo in the queue to compare"
+            p.setPen(PLACEHOLDER)
+            text = "Loading…" if self.loading else "Drop photos or a folder here, or add them with Ctrl+O / Ctrl+Shift+O"
             p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, text)
             return
         p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, self.effective_zoom() < 2.0)
         panes = self.panes()
+        solo = self.solo()
+        if solo is not None:
+            image, label = solo
+            self._draw_image(p, panes[0], image)
+            self._draw_label(p, self.image_rect(panes[0]).intersected(panes[0]), label, left=True)
+            return
         if self.comparison.mode == "side":
             for pane, image, label in ((panes[0], self.before, "Before"), (panes[1], self.after, "After")):
                 p.save()
@@ -185,7 +208,7 @@ class CompareView(QWidget):
 
     def _draw_image(self, p: QPainter, pane: QRectF, image: QImage) -> None:
         if image.isNull():
-            p.setPen(self.palette().color(QPalette.ColorRole.PlaceholderText))
+            p.setPen(PLACEHOLDER)
             p.drawText(pane, Qt.AlignmentFlag.AlignCenter, "Not restored yet")
             return
         p.drawImage(self.image_rect(pane), image, QRectF(image.rect()))
@@ -234,6 +257,17 @@ class CompareView(QWidget):
     def mouseDoubleClickEvent(self, _event) -> None:
         self.comparison.fit()
 
+    def keyPressEvent(self, event) -> None:
+        key = event.key()
+        if key == Qt.Key.Key_Space and not event.modifiers():
+            self.comparison.toggle_before_after()
+        elif key in (Qt.Key.Key_Left, Qt.Key.Key_Up):
+            self.stepRequested.emit(-1)
+        elif key in (Qt.Key.Key_Right, Qt.Key.Key_Down):
+            self.stepRequested.emit(1)
+        else:
+            super().keyPressEvent(event)
+
     def wheelEvent(self, event) -> None:
         steps = event.angleDelta().y() / 120
         if steps:
@@ -263,7 +297,7 @@ class CompareView(QWidget):
 
 
 class ComparePanel(QWidget):
-    """The comparison view with its toolbar: split / side by side, fit, 1:1."""
+    """The comparison view with its toolbar: split / side by side / before-after toggle, fit, 1:1."""
 
     def __init__(self, comparison: Comparison, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -271,9 +305,11 @@ class ComparePanel(QWidget):
         self.view = CompareView(comparison, self)
         self.split_button = self._tool("Split", "Before and after in one image with a draggable divider", True)
         self.side_button = self._tool("Side by side", "Before and after next to each other", True)
+        self.toggle_button = self._tool("Before/After", "One image over the whole view; Space switches", True)
         group = QButtonGroup(self)
         group.addButton(self.split_button)
         group.addButton(self.side_button)
+        group.addButton(self.toggle_button)
         self.fit_button = self._tool("Fit", "Fit the photo in the view (double-click)")
         self.fit_button.setShortcut(QKeySequence("Ctrl+0"))
         self.one_button = self._tool("1:1", "One image pixel per screen pixel")
@@ -282,12 +318,13 @@ class ComparePanel(QWidget):
         self.caption.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.split_button.clicked.connect(lambda: comparison.set_mode("split"))
         self.side_button.clicked.connect(lambda: comparison.set_mode("side"))
+        self.toggle_button.clicked.connect(comparison.toggle_before_after)
         self.fit_button.clicked.connect(comparison.fit)
         self.one_button.clicked.connect(self.view.actual_size)
 
         bar = QHBoxLayout()
         bar.setContentsMargins(0, 0, 0, 0)
-        for w in (self.split_button, self.side_button, self.fit_button, self.one_button):
+        for w in (self.split_button, self.side_button, self.toggle_button, self.fit_button, self.one_button):
             bar.addWidget(w)
         bar.addSpacing(8)
         bar.addWidget(self.caption, 1)
@@ -311,9 +348,12 @@ class ComparePanel(QWidget):
         if what in ("mode", "images"):
             self.split_button.setChecked(self.comparison.mode == "split")
             self.side_button.setChecked(self.comparison.mode == "side")
-        if what in ("images", "view"):
+            self.toggle_button.setChecked(self.comparison.mode == "toggle")
+        if what in ("images", "view", "mode"):
             size = self.view.image_size()
             zoom = self.view.effective_zoom() * self.view.devicePixelRatioF()
             name = self.comparison.before.name if self.comparison.before else ""
             dims = f"{size.width()}×{size.height()}" if not size.isEmpty() else ""
-            self.caption.setText(f"{name}  {dims}  {zoom:.0%}" if name else "")
+            solo = self.view.solo()
+            shown = f"  · {solo[1].lower()}" if solo is not None else ""
+            self.caption.setText(f"{name}  {dims}  {zoom:.0%}{shown}" if name else "")

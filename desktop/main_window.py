@@ -1,18 +1,24 @@
 """The main window: queue, comparison, per-photo degradation override, settings, log and progress.
 
+The photo gets the window: the comparison fills everything right of one column that holds the
+common settings (the rest collapsed under *More settings*), the queue, and a tab pair of the
+degradation override and the log. Photos are analysed as soon as they are queued, so each row shows
+what was detected before *Start*, and *Start* reuses that analysis. Keys: arrows move through the
+queue, Space toggles before/after.
+
 Widgets receive the plain state objects (:mod:`desktop.state`) and subscribe to them; the engine is
 reached only through the worker thread (:mod:`desktop.worker`).
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QDesktopServices, QIcon, QKeySequence
 from PySide6.QtWidgets import (
-    QDockWidget,
     QFileDialog,
     QLabel,
     QListWidgetItem,
@@ -22,9 +28,12 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QSplitter,
     QStyle,
+    QTabWidget,
+    QVBoxLayout,
     QWidget,
 )
 
+from desktop.analyser import Analyser
 from desktop.compare_view import ComparePanel
 from desktop.model_manager import ModelManager
 from desktop.override_panel import MAX_DEGRADATIONS, OverridePanel
@@ -52,17 +61,24 @@ def icon_path(name: str) -> Path:
 
 
 class MainWindow(QMainWindow):
-    """PhotoMend's window. ``restorer_factory`` lets tests choose the model; ``devices`` the device list."""
+    """PhotoMend's window. ``restorer_factory`` lets tests choose the model; ``devices`` the device list;
+    ``echo_log`` also prints each log line to stderr (``photomend-gui --verbose``)."""
 
     batchFinished = Signal(object)  # list[FileResult], also after a cancel or a failure ([])
+    analysisFinished = Signal()  # no photo waits for analysis any more
+
+    LEFT_WIDTH = 400  # the column of settings, queue and override; the comparison takes the rest
 
     def __init__(
         self,
         store: SettingsStore | None = None,
         restorer_factory: RestorerFactory | None = None,
         devices: list[str] | None = None,
+        echo_log: bool = False,
     ) -> None:
         super().__init__()
+        self.echo_log = echo_log
+        self._log_errors = 0
         self.store = store or SettingsStore()
         self.queue = JobQueue()
         self.comparison = Comparison()
@@ -89,23 +105,30 @@ class MainWindow(QMainWindow):
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(5000)
 
-        # queue on top, full width for its columns; below it the comparison and the override list
-        self.compare_splitter = QSplitter(Qt.Orientation.Horizontal)
-        self.compare_splitter.addWidget(self.compare)
-        self.compare_splitter.addWidget(self.override)
-        self.compare_splitter.setStretchFactor(0, 1)
-        self.compare_splitter.setStretchFactor(1, 0)
-        self.splitter = QSplitter(Qt.Orientation.Vertical)
-        self.splitter.addWidget(self.table)
-        self.splitter.addWidget(self.compare_splitter)
-        self.splitter.setStretchFactor(0, 1)
-        self.splitter.setStretchFactor(1, 2)
-        self.splitter.setSizes([260, 520])
-        self.compare_splitter.setSizes([900, 190])
+        # left: settings, the queue, then the override and the log as tabs; right: the comparison
+        self.side_tabs = QTabWidget()
+        self.side_tabs.addTab(self.override, "Degradations")
+        self.side_tabs.addTab(self.log_view, "Log")
+        self.side_tabs.currentChanged.connect(self._on_side_tab)
+        self.queue_splitter = QSplitter(Qt.Orientation.Vertical)
+        self.queue_splitter.addWidget(self.table)
+        self.queue_splitter.addWidget(self.side_tabs)
+        self.queue_splitter.setStretchFactor(0, 1)
+        self.queue_splitter.setStretchFactor(1, 0)
+        self.queue_splitter.setSizes([460, 180])
+        left = QWidget()
+        column = QVBoxLayout(left)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(self.settings_panel)
+        column.addWidget(self.queue_splitter, 1)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(left)
+        self.splitter.addWidget(self.compare)
+        self.splitter.setStretchFactor(0, 0)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setCollapsible(1, False)
+        self.splitter.setSizes([self.LEFT_WIDTH, 1000])
         self.setCentralWidget(self.splitter)
-
-        self.settings_dock = self._dock("Settings", "settings", self.settings_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
-        self.log_dock = self._dock("Log", "log", self.log_view, Qt.DockWidgetArea.BottomDockWidgetArea)
 
         self.overall_bar = QProgressBar()
         self.overall_bar.setFormat("%p%")
@@ -128,26 +151,36 @@ class MainWindow(QMainWindow):
         w.log.connect(self.log)
         w.finished.connect(self._on_finished)
         w.failed.connect(self._on_failed)
+        self.analyser = Analyser(self.queue, self.store, self.host, self)
+        self.analyser.message.connect(self.log)
+        self.analyser.status.connect(self.statusBar().showMessage)
+        self.analyser.changed.connect(self._update_cancel)
+        self.analyser.finished.connect(self.analysisFinished)
         self.table.selectionModel().currentRowChanged.connect(self._on_current_row)
+        self.table.toggleRequested.connect(self.comparison.toggle_before_after)
+        self.compare.view.stepRequested.connect(self.table.step)
         self.override.list.itemChanged.connect(self._on_override_checked)
         self.override.detected_button.clicked.connect(self._use_detected)
         self.override.restore_button.clicked.connect(self.restore_selected_again)
         self.settings_panel.manageModelsRequested.connect(self.open_model_manager)
         self.queue.subscribe(self._on_queue_changed)
 
-        self.resize(1280, 800)
+        self._fit_to_screen()
         self._restore_window_state()
+        self.table.setFocus()
         self._set_running(False)
         self.statusBar().showMessage("Add photos with Ctrl+O, a folder with Ctrl+Shift+O, or drop them here.")
 
     # ------------------------------------------------------------------ construction helpers
 
-    def _dock(self, title: str, name: str, widget: QWidget, area) -> QDockWidget:
-        dock = QDockWidget(title, self)
-        dock.setObjectName(f"{name}-dock")
-        dock.setWidget(widget)
-        self.addDockWidget(area, dock)
-        return dock
+    def _fit_to_screen(self) -> None:
+        """The first size: 1440 x 900 or the screen's free area when smaller (a 1366 x 768 laptop)."""
+        screen = self.screen()
+        free = screen.availableGeometry() if screen is not None else None
+        if free is None or free.isEmpty():
+            self.resize(1280, 800)
+            return
+        self.resize(min(1440, free.width()), min(900, free.height()))
 
     def _action(self, text: str, shortcut, slot, icon=None, tip: str = "") -> QAction:
         act = QAction(text, self)
@@ -176,6 +209,7 @@ class MainWindow(QMainWindow):
         self.models_action = self._action("&Models…", "Ctrl+M", self.open_model_manager, sp.SP_FileDialogDetailedView)
         self.quit_action = self._action("&Quit", QKeySequence.StandardKey.Quit, self.close)
         self.toggle_mode_action = self._action("Split / side by side", "Ctrl+T", self._toggle_mode)
+        self.log_action = self._action("Show the &log", "Ctrl+L", lambda: self.side_tabs.setCurrentWidget(self.log_view))
         self.fit_action = self._action("&Fit", "Ctrl+0", self.comparison.fit)
         self.one_action = self._action("&1:1", "Ctrl+1", self.compare.view.actual_size)
         self.compare.fit_button.setShortcut(QKeySequence())  # the actions own these shortcuts
@@ -196,11 +230,8 @@ class MainWindow(QMainWindow):
         for act in (self.start_action, self.cancel_action, self.again_action, None, self.remove_action, self.clear_action):
             batch_menu.addSeparator() if act is None else batch_menu.addAction(act)
         view_menu = menus.addMenu("&View")
-        for act in (self.toggle_mode_action, self.fit_action, self.one_action):
-            view_menu.addAction(act)
-        view_menu.addSeparator()
-        view_menu.addAction(self.settings_dock.toggleViewAction())
-        view_menu.addAction(self.log_dock.toggleViewAction())
+        for act in (self.toggle_mode_action, self.fit_action, self.one_action, None, self.log_action):
+            view_menu.addSeparator() if act is None else view_menu.addAction(act)
         menus.addMenu("&Models").addAction(self.models_action)
         help_menu = menus.addMenu("&Help")
         help_menu.addAction(self._action("&Keyboard shortcuts", "F1", self.show_shortcuts))
@@ -233,10 +264,12 @@ class MainWindow(QMainWindow):
                 found += collect_inputs([Path(p)], s.recursive, exclude)
             except (OSError, ValueError) as exc:
                 self.log(f"Cannot add {p}: {exc}")
+        new = [path for path, _root in found if self.queue.index_of(path) < 0]
         added = self.queue.add(found)
         self.log(f"Added {added} photo(s)" + (f" ({len(found) - added} already queued)" if len(found) > added else ""))
         if added and self.table.currentIndex().row() < 0:
             self.table.selectRow(0)
+        self.analyze(new)
         return added
 
     def choose_files(self) -> None:
@@ -254,12 +287,29 @@ class MainWindow(QMainWindow):
 
     def remove_selected(self) -> None:
         if not self.host.busy:
-            self.queue.remove(self.table.selected_rows())
+            rows = self.table.selected_rows()
+            self.analyser.discard([self.queue.jobs[r].path for r in rows])
+            self.queue.remove(rows)
 
     def clear_queue(self) -> None:
         if not self.host.busy:
+            self.analyser.cancel()
             self.queue.clear()
             self.comparison.set_images(None, None)
+
+    # ------------------------------------------------------------------ analysis before Start
+
+    def analyze(self, paths) -> None:
+        """Detect the degradations of ``paths`` in the worker, in this order (after a running batch)."""
+        self.analyser.analyze(paths)
+
+    @property
+    def analysing(self) -> bool:
+        """Photos wait for analysis, or one is being analysed."""
+        return self.analyser.active
+
+    def _update_cancel(self) -> None:
+        self.cancel_action.setEnabled(self.host.busy or self.analysing)
 
     # ------------------------------------------------------------------ running
 
@@ -311,10 +361,15 @@ class MainWindow(QMainWindow):
         return True
 
     def cancel(self) -> None:
+        """Stop the batch within a tile; without one, stop analysing after the current photo."""
         if self.host.busy:
             self.host.cancel()
             self.log("Cancelling…")
             self.statusBar().showMessage("Cancelling after the current tile…")
+        elif self.analysing:
+            dropped = self.analyser.cancel()
+            self.log(f"Analysis cancelled ({dropped} photo(s) not analysed; Start detects them).")
+            self.statusBar().showMessage("Analysis cancelled.")
 
     def _set_running(self, running: bool) -> None:
         self.start_action.setEnabled(not running)
@@ -323,7 +378,7 @@ class MainWindow(QMainWindow):
         self.remove_action.setEnabled(not running)
         self.clear_action.setEnabled(not running)
         self.add_files_action.setEnabled(True)
-        self.cancel_action.setEnabled(running)
+        self.cancel_action.setEnabled(running or self.analysing)
         self.settings_panel.set_running(running)
         if running:
             self._eta_timer.start()
@@ -349,7 +404,7 @@ class MainWindow(QMainWindow):
                      + (f" in {ev.seconds:.1f} s" if k == "done" else " (already restored)") + f" → {ev.output}")
         elif k == "failed":
             self.queue.update(ev.path, status=FAILED, error=ev.error, seconds=ev.seconds)
-            self.log(f"Failed: {ev.error}")
+            self.log(f"Failed: {ev.error}", error=True)
         elif k == "cancelled":
             self.queue.update(ev.path, status=CANCELLED)
         self._update_progress()
@@ -379,7 +434,7 @@ class MainWindow(QMainWindow):
             job = self.queue.job(p)
             if job is not None and job.status in (PENDING, RUNNING):
                 self.queue.update(p, status=FAILED, error=message)
-        self.log(f"Batch stopped: {message}")
+        self.log(f"Batch stopped: {message}", error=True)
         self.statusBar().showMessage(f"Batch stopped: {message}")
         self._end_run([])
 
@@ -434,6 +489,8 @@ class MainWindow(QMainWindow):
         if self.comparison.before != job.path or self.comparison.after != after:
             self.comparison.set_images(job.path, after)
         self._show_override(job)
+        if job.error:
+            self.statusBar().showMessage(job.error)
 
     def _show_override(self, job) -> None:
         if job.override is not None:
@@ -441,6 +498,7 @@ class MainWindow(QMainWindow):
         else:
             names = job.detection.degradations if job.detection is not None else ()
         self.override.set_checked(names)
+        self.override.set_scores(job.detection.scores if job.detection is not None else {})
 
     def _on_override_checked(self, item: QListWidgetItem) -> None:
         job = self.table.current_job()
@@ -469,9 +527,21 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ misc actions
 
-    def log(self, message: str) -> None:
-        stamp = time.strftime("%H:%M:%S")
-        self.log_view.appendPlainText(f"{stamp}  {message}")
+    def log(self, message: str, error: bool = False) -> None:
+        """Append a line to the log tab (its title counts errors while it is not shown)."""
+        line = f"{time.strftime('%H:%M:%S')}  {message}"
+        self.log_view.appendPlainText(line)
+        if self.echo_log and sys.stderr is not None:
+            print(line, file=sys.stderr, flush=True)
+        if error and self.side_tabs.currentWidget() is not self.log_view:
+            self._log_errors += 1
+            self.side_tabs.setTabText(self.side_tabs.indexOf(self.log_view), f"Log ({self._log_errors} errors)"
+                                      if self._log_errors > 1 else "Log (1 error)")
+
+    def _on_side_tab(self, index: int) -> None:
+        if self.side_tabs.widget(index) is self.log_view:
+            self._log_errors = 0
+            self.side_tabs.setTabText(index, "Log")
 
     def open_output_folder(self) -> None:
         folder = self.store.settings.output_dir
@@ -506,12 +576,14 @@ class MainWindow(QMainWindow):
         state = qs.value("state")
         if state is not None:
             self.restoreState(state)
-        for key, splitter in (("splitter", self.splitter), ("compare_splitter", self.compare_splitter)):
+        # "layout/": the splitters of this layout (those of the earlier one, saved at the top level, are ignored)
+        for key, splitter in (("layout/splitter", self.splitter), ("layout/queue_splitter", self.queue_splitter)):
             state = qs.value(key)
             if state is not None:
                 splitter.restoreState(state)
+        self.settings_panel.set_expanded(qs.value("layout/more_settings", False, type=bool))
         mode = qs.value("compare_mode")
-        if mode in ("split", "side"):
+        if mode in ("split", "side"):  # the before/after toggle is a moment's look, not a way to start
             self.comparison.set_mode(mode)
 
     def save_window_state(self) -> None:
@@ -519,9 +591,11 @@ class MainWindow(QMainWindow):
         qs = self.qsettings()
         qs.setValue("geometry", self.saveGeometry())
         qs.setValue("state", self.saveState())
-        qs.setValue("splitter", self.splitter.saveState())
-        qs.setValue("compare_splitter", self.compare_splitter.saveState())
-        qs.setValue("compare_mode", self.comparison.mode)
+        qs.setValue("layout/splitter", self.splitter.saveState())
+        qs.setValue("layout/queue_splitter", self.queue_splitter.saveState())
+        qs.setValue("layout/more_settings", self.settings_panel.expanded)
+        if self.comparison.mode in ("split", "side"):
+            qs.setValue("compare_mode", self.comparison.mode)
         qs.sync()
 
     def closeEvent(self, event) -> None:

@@ -2,6 +2,8 @@
 
 :class:`QueueModel` adapts the plain :class:`~desktop.state.JobQueue` to Qt's model/view; thumbnails
 are decoded off the GUI thread by a small QThreadPool so a folder of large photos never freezes it.
+The table is narrow (beside the comparison), so *Time* and *Error* start hidden: a failed row is red
+with its error in the tooltip, and a right click on the header shows any column.
 """
 
 from __future__ import annotations
@@ -18,14 +20,16 @@ from PySide6.QtCore import (
     QThreadPool,
     Signal,
 )
-from PySide6.QtGui import QImage, QImageReader, QPixmap
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView, QWidget
+from PySide6.QtGui import QAction, QBrush, QColor, QImage, QImageReader, QPixmap
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QMenu, QTableView, QWidget
 
 from desktop.state import FAILED, RUNNING, Job, JobQueue
 
 THUMB = 48
 COLUMNS = ("", "File", "Status", "Degradations", "Time", "Error")
 COL_THUMB, COL_FILE, COL_STATUS, COL_DEGRADATIONS, COL_TIME, COL_ERROR = range(len(COLUMNS))
+HIDDEN_BY_DEFAULT = (COL_TIME, COL_ERROR)
+FAILED_COLOR = QColor(200, 40, 40)
 
 
 class _ThumbSignals(QObject):
@@ -133,11 +137,15 @@ class QueueModel(QAbstractTableModel):
             return self.thumbs.get(job.path)
         if role == Qt.ItemDataRole.DisplayRole:
             return self.display_text(job, col)
+        if role == Qt.ItemDataRole.ForegroundRole and job.status == FAILED and col in (COL_STATUS, COL_ERROR):
+            return QBrush(FAILED_COLOR)
         if role == Qt.ItemDataRole.ToolTipRole:
             if col == COL_FILE:
                 return str(job.path) + (f"\n→ {job.output}" if job.output else "")
-            if col == COL_ERROR:
-                return job.error or None
+            if col in (COL_ERROR, COL_STATUS) and job.error:
+                return job.error
+            if col == COL_STATUS and job.seconds > 0:
+                return f"{job.status} in {format_seconds(job.seconds)}"
             if col == COL_DEGRADATIONS and job.detection is not None:
                 scores = sorted(job.detection.scores.items(), key=lambda kv: -kv[1])
                 return "\n".join(f"{k}: {v:.1%}" for k, v in scores[:6]) or None
@@ -163,7 +171,12 @@ class QueueModel(QAbstractTableModel):
 
 
 class QueueTable(QTableView):
-    """The queue as a table with thumbnails; selection drives the comparison view."""
+    """The queue as a table with thumbnails; selection drives the comparison view.
+
+    Up/Down (and Left/Right) move through the queue; Space emits :attr:`toggleRequested`.
+    """
+
+    toggleRequested = Signal()
 
     def __init__(self, queue: JobQueue, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -179,9 +192,41 @@ class QueueTable(QTableView):
         h = self.horizontalHeader()
         h.setSectionResizeMode(COL_THUMB, QHeaderView.ResizeMode.Fixed)
         self.setColumnWidth(COL_THUMB, THUMB + 8)
-        for col, width in ((COL_FILE, 260), (COL_STATUS, 100), (COL_DEGRADATIONS, 260), (COL_TIME, 70)):
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # a long name keeps its start and its extension
+        for col, width in ((COL_FILE, 104), (COL_STATUS, 66), (COL_DEGRADATIONS, 170), (COL_TIME, 60)):
             self.setColumnWidth(col, width)
+        for col in HIDDEN_BY_DEFAULT:
+            self.setColumnHidden(col, True)
         h.setStretchLastSection(True)
+        h.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        h.customContextMenuRequested.connect(self._header_menu)
+
+    def _header_menu(self, pos) -> None:
+        menu = QMenu(self)
+        for col in range(1, len(COLUMNS)):
+            act = QAction(COLUMNS[col], menu)
+            act.setCheckable(True)
+            act.setChecked(not self.isColumnHidden(col))
+            act.toggled.connect(lambda on, c=col: self.setColumnHidden(c, not on))
+            menu.addAction(act)
+        menu.exec(self.horizontalHeader().mapToGlobal(pos))
+
+    def step(self, delta: int) -> None:
+        """Make the row ``delta`` away from the current one current (and selected)."""
+        rows = self.model().rowCount()
+        if not rows:
+            return
+        row = self.currentIndex().row()
+        self.selectRow(min(rows - 1, max(0, (row if row >= 0 else -delta) + delta)))
+
+    def keyPressEvent(self, event) -> None:
+        key, plain = event.key(), not event.modifiers()
+        if key == Qt.Key.Key_Space and plain:
+            self.toggleRequested.emit()
+        elif key in (Qt.Key.Key_Left, Qt.Key.Key_Right) and plain:
+            self.step(-1 if key == Qt.Key.Key_Left else 1)
+        else:
+            super().keyPressEvent(event)
 
     def selected_rows(self) -> list[int]:
         return sorted({i.row() for i in self.selectionModel().selectedRows()})

@@ -1,12 +1,14 @@
 """The settings form: output folder and naming, format, device, quality preset, tiles, scan and overwrite.
 
-Every edit goes straight into the :class:`~desktop.state.SettingsStore` (which saves it); the form
-subscribes back so a change made elsewhere (the model manager) shows here too.
+What is changed often (output folder, quality, strength) is always shown; the rest sits in a
+*More settings* section, collapsed by default. Every edit goes straight into the
+:class:`~desktop.state.SettingsStore` (which saves it); the form subscribes back so a change made
+elsewhere (the model manager) shows here too.
 """
 
 from __future__ import annotations
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -15,7 +17,10 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLineEdit,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
+    QToolButton,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -114,19 +119,40 @@ class SettingsPanel(QWidget):
         model_row.addWidget(self.model_label, 1)
         model_row.addWidget(self.model_button)
 
-        form = QFormLayout(self)
-        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        form.addRow("&Output folder", _row(out_row, self.output_edit))
-        form.addRow("&Naming", _row(naming_row, self.naming_combo))
-        form.addRow("&Format", _row(fmt_row, self.format_combo))
-        form.addRow("&Device", self.device_combo)
-        form.addRow("&Quality", self.preset_combo)
-        form.addRow("St&rength", self.strength_spin)
-        form.addRow("&Tile size", self.tile_spin)
-        form.addRow("&Scan", self.recursive_check)
-        form.addRow("&Existing", self.overwrite_combo)
-        form.addRow("C&lean photos", self.keep_clean_check)
-        form.addRow("&Model", _row(model_row, self.model_button))
+        basic = QFormLayout()
+        basic.setContentsMargins(0, 0, 0, 0)
+        basic.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        basic.addRow("&Output folder", _row(out_row, self.output_edit))
+        basic.addRow("&Quality", self.preset_combo)
+        basic.addRow("St&rength", self.strength_spin)
+
+        self.more_button = QToolButton()
+        self.more_button.setText("More settings")
+        self.more_button.setToolTip("Naming, format, device, tile size, subfolders, existing outputs, model")
+        self.more_button.setCheckable(True)
+        self.more_button.setAutoRaise(True)
+        self.more_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.more_button.toggled.connect(self.set_expanded)
+        self.more_box = QWidget()
+        more = QFormLayout(self.more_box)
+        more.setContentsMargins(0, 0, 0, 0)
+        more.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        more.addRow("&Naming", _row(naming_row, self.naming_combo))
+        more.addRow("&Format", _row(fmt_row, self.format_combo))
+        more.addRow("&Device", self.device_combo)
+        more.addRow("&Tile size", self.tile_spin)
+        more.addRow("&Scan", self.recursive_check)
+        more.addRow("&Existing", self.overwrite_combo)
+        more.addRow("C&lean photos", self.keep_clean_check)
+        more.addRow("&Model", _row(model_row, self.model_button))
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 0)
+        layout.setSpacing(2)
+        layout.addLayout(basic)
+        layout.addWidget(self.more_button)
+        layout.addWidget(self.more_box)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+        self.set_expanded(False)
 
         self.show_settings(store.settings)
         self.output_edit.editingFinished.connect(lambda: self._set(output_dir=self.output_edit.text().strip()))
@@ -151,6 +177,16 @@ class SettingsPanel(QWidget):
     def _set(self, **changes) -> None:
         if not self._updating:
             self.store.set(**changes)
+
+    @property
+    def expanded(self) -> bool:
+        return self.more_button.isChecked()
+
+    def set_expanded(self, expanded: bool) -> None:
+        """Show or hide the *More settings* section."""
+        self.more_button.setChecked(expanded)
+        self.more_button.setArrowType(Qt.ArrowType.DownArrow if expanded else Qt.ArrowType.RightArrow)
+        self.more_box.setVisible(expanded)
 
     @staticmethod
     def _select(combo: QComboBox, value) -> None:

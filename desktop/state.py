@@ -63,6 +63,7 @@ class Job:
     error: str = ""
     tiles_done: int = 0
     tiles_todo: int = 0
+    analysing: bool = False  # the worker is detecting its degradations now (before Start)
 
     @property
     def fraction(self) -> float:
@@ -78,7 +79,7 @@ class Job:
         if self.override is not None:
             return (", ".join(self.override) or "none") + " (chosen)"
         if self.detection is None:
-            return ""
+            return "analysing…" if self.analysing else ""
         if not self.detection.degradations:
             return "none"
         parts = []
@@ -299,10 +300,13 @@ class Comparison(Observable):
     """The before/after pair shown in the comparison view and how it is shown.
 
     ``split`` in [0, 1] is where the divider sits (fraction of the view's width); ``mode`` is
-    ``"split"`` or ``"side"``; ``zoom`` is screen pixels per image pixel, ``None`` = fit; ``center``
-    is the image point shown at the view's centre (image pixels), shared by both images.
+    ``"split"``, ``"side"`` or ``"toggle"`` (one image over the whole view, ``showing`` says which:
+    ``"before"`` or ``"after"``); ``zoom`` is screen pixels per image pixel, ``None`` = fit;
+    ``center`` is the image point shown at the view's centre (image pixels), shared by both images.
     Callbacks get the name of what changed: ``"images" "split" "mode" "view"``.
     """
+
+    MODES = ("split", "side", "toggle")
 
     def __init__(self) -> None:
         super().__init__()
@@ -310,6 +314,7 @@ class Comparison(Observable):
         self.after: Path | None = None
         self.split = 0.5
         self.mode = "split"
+        self.showing = "before"
         self.zoom: float | None = None
         self.center: tuple[float, float] | None = None
 
@@ -325,11 +330,19 @@ class Comparison(Observable):
             self._emit("split")
 
     def set_mode(self, mode: str) -> None:
-        if mode not in ("split", "side"):
+        if mode not in self.MODES:
             raise ValueError(f"unknown comparison mode {mode!r}")
         if mode != self.mode:
             self.mode = mode
             self._emit("mode")
+
+    def toggle_before_after(self) -> None:
+        """Show the other image alone (the key Space): from a split or side view, the *before* first."""
+        if self.mode != "toggle":
+            self.mode, self.showing = "toggle", "before"
+        else:
+            self.showing = "after" if self.showing == "before" else "before"
+        self._emit("mode")
 
     def set_view(self, zoom: float | None, center: tuple[float, float] | None) -> None:
         if zoom is not None:

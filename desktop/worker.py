@@ -1,14 +1,21 @@
 """The one worker that drives the engine, living in its own QThread.
 
-The GUI thread asks for work by emitting :attr:`BatchRunner.requested`; the worker runs
+The GUI thread asks for work by emitting :attr:`WorkerHost.requested`; the worker runs
 :func:`engine.batch.run_batch` for each task and reports every :class:`~engine.jobs.BatchEvent`
 through a queued signal. Cancelling sets a :class:`~engine.api.CancelToken` directly (thread-safe),
 and the engine checks it between tiles, so the interface never waits for the worker.
+
+Photos are also analysed as soon as they are queued: :class:`PendingAnalyses` (a locked list shared
+with the GUI thread) holds them in queue order, and the worker detects them one by one, keeping
+each condition in an :class:`engine.analysis.AnalysisCache` that the batch reuses. Clearing the
+list cancels what has not started; a batch waiting to start makes the analysis stop after the
+current photo (the batch detects the rest itself) and go on when the batch ends.
 """
 
 from __future__ import annotations
 
 import gc
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -31,6 +38,57 @@ def default_restorer_factory(model_dir: Path | None, device: str):
 
 
 @dataclass(frozen=True)
+class AnalysisRequest:
+    """Analyse the pending photos with this model and device."""
+
+    model_dir: Path | None
+    device: str
+
+
+class PendingAnalyses:
+    """Photos waiting to be analysed, in queue order; safe to use from both threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._paths: dict[Path, None] = {}  # an ordered set
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._paths)
+
+    def put(self, paths) -> int:
+        """Append ``paths`` not yet waiting; returns how many were added."""
+        with self._lock:
+            before = len(self._paths)
+            self._paths.update(dict.fromkeys(Path(p) for p in paths))
+            return len(self._paths) - before
+
+    def discard(self, paths) -> None:
+        with self._lock:
+            for p in paths:
+                self._paths.pop(Path(p), None)
+
+    def clear(self) -> list[Path]:
+        """Forget every waiting photo; returns them."""
+        with self._lock:
+            dropped, self._paths = list(self._paths), {}
+            return dropped
+
+    def pop(self) -> Path | None:
+        """The next photo to analyse, or None."""
+        with self._lock:
+            if not self._paths:
+                return None
+            path = next(iter(self._paths))
+            del self._paths[path]
+            return path
+
+
+def _one_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+@dataclass(frozen=True)
 class Task:
     """One call of ``run_batch``: ``inputs`` are ``(file, root)`` pairs, all with the same settings."""
 
@@ -45,22 +103,32 @@ class BatchWorker(QObject):
     log = Signal(str)
     finished = Signal(object)  # list[FileResult] of the whole request
     failed = Signal(str)  # the request stopped before its files were tried (e.g. the model did not load)
+    analysing = Signal(object)  # path: its analysis begins
+    analysed = Signal(object, object)  # path, engine.api.Detection
+    analysisFailed = Signal(object, str)  # path, one line (e.g. an unreadable file)
+    analysisStopped = Signal(str)  # no photo can be analysed (the model did not load)
 
     def __init__(self, restorer_factory: RestorerFactory | None = None) -> None:
         super().__init__()
         self._factory = restorer_factory or default_restorer_factory
         self._restorer = None
         self._restorer_key: tuple | None = None
+        self._analyses = None  # engine.analysis.AnalysisCache of the current restorer
         self.cancel_token = CancelToken()
+        self.pending = PendingAnalyses()
+        self.batch_waiting = threading.Event()  # set by the GUI thread: stop analysing, a batch is next
 
-    def _restorer_for(self, settings: BatchSettings):
-        key = (str(settings.model_dir) if settings.model_dir else None, settings.device)
+    def _restorer_for(self, model_dir: Path | None, device: str):
+        from engine.analysis import AnalysisCache
+
+        key = (str(model_dir) if model_dir else None, device)
         if self._restorer is None or key != self._restorer_key:
-            self._restorer = None  # free the old model before loading a new one
+            self._restorer = self._analyses = None  # free the old model before loading a new one
             t0 = time.perf_counter()
-            self.log.emit(f"Loading model {key[0] or '(bundled)'} on {settings.device}...")
-            self._restorer = self._factory(settings.model_dir, settings.device)
+            self.log.emit(f"Loading model {key[0] or '(bundled)'} on {device}...")
+            self._restorer = self._factory(model_dir, device)
             self._restorer_key = key
+            self._analyses = AnalysisCache(self._restorer)
             # The model and the libraries are long-lived: take them out of the cyclic collector's
             # view, or a full collection (0.2-0.4 s over ~400k objects, holding the GIL) stalls the GUI.
             gc.freeze()
@@ -68,21 +136,46 @@ class BatchWorker(QObject):
         return self._restorer
 
     @Slot(object)
+    def analyze(self, request: AnalysisRequest) -> None:
+        """Analyse the pending photos in order until none is left or a batch is waiting."""
+        while not self.batch_waiting.is_set():
+            path = self.pending.pop()
+            if path is None:
+                return
+            try:
+                self._restorer_for(request.model_dir, request.device)
+            except Exception as exc:  # the model did not load: no photo can be analysed
+                self.pending.clear()
+                self.log.emit("".join(traceback.format_exception(exc)).rstrip())
+                self.analysisStopped.emit(_one_line(exc))
+                return
+            self.analysing.emit(path)
+            try:
+                detection = self._analyses.analyze(path)
+            except Exception as exc:  # one unreadable photo must not stop the others
+                msg = _one_line(exc)
+                self.analysisFailed.emit(path, msg if str(path) in msg else f"{path}: {msg}")
+            else:
+                self.analysed.emit(path, detection)
+
+    @Slot(object)
     def run(self, tasks: list[Task]) -> None:
         """Run ``tasks``; emits :attr:`finished` (also after a cancel) or :attr:`failed`."""
         from engine.batch import run_batch
 
+        self.batch_waiting.clear()
         results: list = []
         try:
             for task in tasks:
                 if self.cancel_token.cancelled:
                     break
-                restorer = self._restorer_for(task.settings)
+                s = task.settings
+                restorer = self._restorer_for(s.model_dir, s.device)
                 results += run_batch(
-                    list(task.inputs), task.settings, restorer, self.event.emit, self.cancel_token
+                    list(task.inputs), s, restorer, self.event.emit, self.cancel_token, analyses=self._analyses
                 )
         except Exception as exc:  # the worker must survive anything the engine raises
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            msg = _one_line(exc)
             self.log.emit("".join(traceback.format_exception(exc)).rstrip())
             self.failed.emit(msg)
             return
@@ -90,9 +183,11 @@ class BatchWorker(QObject):
 
 
 class WorkerHost(QObject):
-    """Owns the worker thread. ``start(tasks)`` queues work; ``cancel()`` returns at once."""
+    """Owns the worker thread. ``start(tasks)`` queues a batch, ``analyze(paths, ...)`` an analysis;
+    ``cancel()`` and ``cancel_analysis()`` return at once."""
 
     requested = Signal(object)
+    analysisRequested = Signal(object)
 
     def __init__(self, restorer_factory: RestorerFactory | None = None, parent: QObject | None = None):
         super().__init__(parent)
@@ -101,6 +196,8 @@ class WorkerHost(QObject):
         self.worker = BatchWorker(restorer_factory)
         self.worker.moveToThread(self.thread)
         self.requested.connect(self.worker.run)
+        self.analysisRequested.connect(self.worker.analyze)
+        self._analysis_request: AnalysisRequest | None = None
         self.worker.finished.connect(self._on_end)
         self.worker.failed.connect(self._on_end)
         self.busy = False
@@ -111,17 +208,41 @@ class WorkerHost(QObject):
             raise RuntimeError("a batch is already running")
         self.busy = True
         self.worker.cancel_token.reset()
+        self.worker.pending.discard(path for task in tasks for path, _root in task.inputs)
+        self.worker.batch_waiting.set()  # an analysis under way stops after its current photo
         self.requested.emit(tasks)
 
     def cancel(self) -> None:
         self.worker.cancel_token.cancel()
 
+    def analyze(self, paths, model_dir: Path | None, device: str) -> None:
+        """Queue ``paths`` for analysis (after the batch when one runs)."""
+        self._analysis_request = AnalysisRequest(model_dir, device)
+        if self.worker.pending.put(paths) and not self.busy:
+            self.analysisRequested.emit(self._analysis_request)
+
+    def cancel_analysis(self, paths=None) -> list[Path]:
+        """Drop ``paths`` (default: all) from the photos waiting for analysis; returns those dropped."""
+        if paths is None:
+            return self.worker.pending.clear()
+        paths = list(paths)
+        self.worker.pending.discard(paths)
+        return paths
+
+    @property
+    def analyses_pending(self) -> int:
+        return len(self.worker.pending)
+
     @Slot()
     def _on_end(self, *_args) -> None:
         self.busy = False
+        if len(self.worker.pending) and self._analysis_request is not None:
+            self.analysisRequested.emit(self._analysis_request)  # what the batch interrupted
 
     def shutdown(self, wait_ms: int = 10000) -> None:
         """Cancel, stop the thread's event loop and wait for it (call before the app quits)."""
         self.cancel()
+        self.cancel_analysis()
+        self.worker.batch_waiting.set()
         self.thread.quit()
         self.thread.wait(wait_ms)

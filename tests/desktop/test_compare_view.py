@@ -103,3 +103,21 @@ def test_missing_after_image_is_drawn_as_a_placeholder(qtbot, tmp_path):
         comparison.set_images(make_photo(tmp_path / "x.png", (40, 40), 3), None)
     assert p.view.after.isNull() and not p.view.before.isNull()
     p.view.grab()  # paints without error
+
+
+def test_toggle_shows_one_image_over_the_whole_view(panel, qtbot):
+    view, comparison = panel.view, panel.comparison
+    comparison.set_mode("side")
+    qtbot.mouseClick(panel.toggle_button, Qt.MouseButton.LeftButton)
+    assert (comparison.mode, comparison.showing) == ("toggle", "before") and len(view.panes()) == 1
+    assert view.solo()[0] is view.before and "before" in panel.caption.text()
+    view.setFocus()
+    qtbot.keyClick(view, Qt.Key.Key_Space)
+    assert comparison.showing == "after" and view.solo()[0] is view.after and "after" in panel.caption.text()
+    frame = view.grab().toImage()
+    rect = view.image_rect(view.panes()[0])
+    after_left = view.after.pixelColor(int(view.after.width() * 0.1), view.after.height() // 2)
+    on_screen = frame.pixelColor(int(rect.left() + rect.width() * 0.1), int(rect.center().y()))
+    assert abs(on_screen.red() - after_left.red()) < 40  # the after image, also left of the middle
+    with qtbot.waitSignal(view.stepRequested, check_params_cb=lambda step: step == 1):
+        qtbot.keyClick(view, Qt.Key.Key_Down)

@@ -37,6 +37,26 @@ def test_degradations_text_shows_confidence_and_override():
     assert job.degradations_text() == "none"
     q.set_override(job.path, ("blurry",))
     assert job.degradations_text() == "blurry (chosen)"
+    q.set_override(job.path, None)
+    job.detection, job.analysing = None, True
+    assert job.degradations_text() == "analysing…"
+
+
+def test_space_toggles_before_and_after():
+    c = Comparison()
+    seen = []
+    c.subscribe(seen.append)
+    c.toggle_before_after()
+    assert (c.mode, c.showing) == ("toggle", "before")
+    c.toggle_before_after()
+    assert c.showing == "after"
+    c.toggle_before_after()
+    assert c.showing == "before" and seen == ["mode"] * 3
+    c.set_mode("side")
+    c.toggle_before_after()  # from a split or side view: the before first
+    assert (c.mode, c.showing) == ("toggle", "before")
+    with pytest.raises(ValueError):
+        c.set_mode("flip")
 
 
 def test_settings_round_trip_and_batch_settings(tmp_path):
