@@ -52,6 +52,10 @@ class DaClipRecipe:
     max_zoom_out: float = 4.0
     max_side: int = 1536          # training photos are read at most this large
     val_every: int = 0            # "pool" views with --val: held-out figures every this many steps
+    minutes: float = 0.0          # > 0: a wall-clock budget for the run. The stages share it as
+                                  # base_steps : control_steps; each stage's cosine follows the larger
+                                  # of its step and time progress, and ends when its time is up (the
+                                  # step counts become upper bounds). For a busy or unknown machine.
     val_regions: int = 240
     region_min: int = 96          # "photo" views: short side of the degraded region, log-uniform
     region_max: int = 384
@@ -274,12 +278,33 @@ def _stage_modules():
 # ----------------------------------------------------------------------------------------------
 
 
-def _lr_at(step: int, stage_start: int, stage_steps: int, base_lr: float, warmup: int) -> float:
+def _lr_at(step: int, stage_start: int, stage_steps: int, base_lr: float, warmup: int,
+           time_progress: float = 0.0) -> float:
     s = step - stage_start
-    if s < warmup:
-        return base_lr * (s + 1) / warmup
-    progress = (s - warmup) / max(1, stage_steps - warmup)
-    return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    warm = min(1.0, (s + 1) / warmup)
+    progress = max((s - warmup) / max(1, stage_steps - warmup), time_progress, 0.0)
+    return base_lr * warm * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+@dataclasses.dataclass
+class _Clock:
+    """Wall-clock budget of a run (``DaClipRecipe.minutes``), carried across resumes."""
+
+    budget: float            # seconds; 0: no budget
+    base_share: float        # fraction of the budget for the base stage
+    before: float = 0.0      # seconds spent before this process (resume)
+    started: float = dataclasses.field(default_factory=time.time)
+
+    def elapsed(self) -> float:
+        return self.before + time.time() - self.started
+
+    def stage_progress(self, stage: str) -> float:
+        if self.budget <= 0:
+            return 0.0
+        base_end = self.budget * self.base_share
+        if stage == "base":
+            return self.elapsed() / max(base_end, 1e-9)
+        return (self.elapsed() - base_end) / max(self.budget - base_end, 1e-9)
 
 
 def _build_model(recipe: DaClipRecipe, clip_weights: Path | None, init: Path | None = None):
@@ -404,9 +429,17 @@ def train(recipe: DaClipRecipe, data: Path, out: Path, resume: bool = False, cli
     stage_name = None
     stage_module = optimizer = None
     t0 = time.time()
+    clock = _Clock(recipe.minutes * 60.0, recipe.base_steps / max(1, recipe.total_steps),
+                   before=float(state.get("elapsed", 0.0)) if state else 0.0)
+    control_start = int(state.get("control_start", recipe.base_steps)) if state else recipe.base_steps
     acc_value = 0.0
-    while step < recipe.total_steps:
-        want = "base" if step < recipe.base_steps else "control"
+    while step < recipe.total_steps and not (clock.budget and clock.stage_progress("control") >= 1.0):
+        if stage_name == "control" or (state is not None and state.get("stage") == "control"):
+            want = "control"
+        elif step >= recipe.base_steps or (clock.budget and clock.stage_progress("base") >= 1.0):
+            want = "control"
+        else:
+            want = "base"
         if want != stage_name:
             stage_name = want
             if want == "base":
@@ -422,15 +455,15 @@ def train(recipe: DaClipRecipe, data: Path, out: Path, resume: bool = False, cli
                                   recipe.prototype_separation, recipe.presence_weight).to(device)
                 lr, start, n_steps = recipe.base_lr, 0, recipe.base_steps
             else:
-                if (init is None and step == recipe.base_steps
-                        and (state is None or state.get("stage") != "control")):
+                if init is None and step > 0 and (state is None or state.get("stage") != "control"):
                     model.init_controller()
+                    control_start = step
                 for p in model.parameters():
                     p.requires_grad_(True)
                 model.freeze_clip(keep_text_trainable=recipe.control_trains_text)
                 inner = ControlStage(model, recipe.content_weight, recipe.content_fraction, recipe.prototype_separation,
                                      recipe.presence_weight).to(device)
-                lr, start, n_steps = recipe.control_lr, recipe.base_steps, recipe.control_steps
+                lr, start, n_steps = recipe.control_lr, control_start, recipe.control_steps
             params = [p for p in model.parameters() if p.requires_grad]
             decay = [p for p in params if p.ndim >= 2]
             no_decay = [p for p in params if p.ndim < 2]
@@ -462,7 +495,8 @@ def train(recipe: DaClipRecipe, data: Path, out: Path, resume: bool = False, cli
             hq = batch["hq"][keep].to(device, non_blocking=True)
             names = [batch["names"][i] for i in keep]
         for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, start, n_steps, lr, min(recipe.warmup_steps, max(1, n_steps // 5)))
+            group["lr"] = _lr_at(step, start, n_steps, lr, min(recipe.warmup_steps, max(1, n_steps // 5)),
+                                 clock.stage_progress(stage_name))
         with autocast(device, use_amp):
             if stage_name == "base":
                 idx = torch.tensor([set_index_of[frozenset(n)] for n in names], device=device)
@@ -485,22 +519,24 @@ def train(recipe: DaClipRecipe, data: Path, out: Path, resume: bool = False, cli
         metrics = all_reduce_mean(metrics, dist)
         acc_value = float(metrics[1])
         info = {"step": step, "stage": stage_name, "loss": float(metrics[0]), "acc": acc_value,
-                "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - t0, 1)}
+                "lr": optimizer.param_groups[0]["lr"], "seconds": round(clock.elapsed(), 1)}
         if on_step is not None:
             on_step(step, info)
         if dist.is_main and (step % recipe.log_every == 0 or step == recipe.total_steps):
             with log_path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(info) + "\n")
-        if validation is not None and (step % recipe.val_every == 0 or step == recipe.total_steps):
+        last = step == recipe.total_steps or bool(clock.budget and clock.stage_progress("control") >= 1.0)
+        if validation is not None and (step % recipe.val_every == 0 or last):
             model.eval()
             figures = validation.evaluate(model)
             model.train()
             with log_path.open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps({"step": step, "seconds": round(time.time() - t0, 1), "val": figures}) + "\n")
-        if step % recipe.checkpoint_every == 0 or step == recipe.total_steps:
+                fh.write(json.dumps({"step": step, "seconds": round(clock.elapsed(), 1), "val": figures}) + "\n")
+        if step % recipe.checkpoint_every == 0 or last:
             if dist.is_main:
                 save_model(model, cfg, out / "checkpoint", "daclip-slots")
-                save_trainer_state(out, {"step": step, "stage": stage_name, "optimizer": optimizer.state_dict()})
+                save_trainer_state(out, {"step": step, "stage": stage_name, "optimizer": optimizer.state_dict(),
+                                         "elapsed": clock.elapsed(), "control_start": control_start})
             state = {"stage": stage_name}
 
     model.eval()

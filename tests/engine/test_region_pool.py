@@ -1,0 +1,65 @@
+"""The detector's region pool: views like detection's, crops on the JPEG grid, seeded, refreshed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine.training.region_pool import GRID, PoolSpec, Region, RegionPool, cut_region, region_views
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [(rng.random((300 + 40 * i, 420, 3)) * 255).astype(np.uint8) for i in range(3)]
+
+
+SPEC = PoolSpec(size=32, n_crops=3, region_min=48, region_max=96, renderers=("project",))
+
+
+def test_regions_respect_the_sizes(photos):
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        r = cut_region(photos[0], SPEC, rng)
+        assert r.dtype == np.float32 and r.min() >= 0 and r.max() <= 1
+        assert min(r.shape[:2]) >= SPEC.region_min
+        assert max(r.shape[:2]) <= SPEC.region_max * 4 / 3 + 1
+
+
+def test_views_are_the_global_view_then_native_crops_on_the_grid():
+    h, w = 80, 112
+    # a region whose pixel values encode their own coordinates
+    yy, xx = np.mgrid[0:h, 0:w]
+    lq = np.stack([yy, xx, np.zeros_like(yy)], -1).astype(np.uint8)
+    region = Region(lq=lq, hq=lq.copy(), names=("noisy",))
+    lqv, hqv = region_views(region, SPEC, np.random.default_rng(3))
+    assert lqv.shape == (4, 3, 32, 32) and torch.equal(lqv, hqv)
+    for v in lqv[1:]:
+        ys, xs = (v[0] * 255).round(), (v[1] * 255).round()
+        x0 = min(float(xs[0, 0]), float(xs[0, -1]))  # the crop may be flipped
+        assert float(ys[0, 0]) % GRID == 0 and x0 % GRID == 0
+        assert float((xs.max() - xs.min())) == 31  # a native crop: no resizing
+    assert float((lqv[0, 1] * 255).max()) > 100  # the global view spans the whole width
+
+
+def test_the_pool_is_seeded_and_refresh_replaces_regions(photos):
+    a = RegionPool(None, SPEC, 6, seed=4, photos=photos)
+    b = RegionPool(None, SPEC, 6, seed=4, photos=photos)
+    assert all(np.array_equal(x.lq, y.lq) and x.names == y.names for x, y in zip(a.regions, b.regions, strict=True))
+    batch = a.batch(5)
+    assert batch["lq"].shape == (5 * 4, 3, 32, 32) and batch["n_views"] == 4 and len(batch["names"]) == 5
+    before = [r.lq for r in a.regions]
+    a.refresh(12)
+    assert any(not np.array_equal(x, r.lq) for x, r in zip(before, a.regions, strict=True))
+
+
+def test_parallel_fill_matches_the_serial_one(photos):
+    serial = RegionPool(None, SPEC, 10, seed=2, photos=photos, processes=1)
+    parallel = RegionPool(None, SPEC, 10, seed=2, photos=photos, processes=2)
+    assert all(np.array_equal(x.lq, y.lq) for x, y in zip(serial.regions, parallel.regions, strict=True))
+
+
+def test_bad_sizes_are_refused():
+    with pytest.raises(ValueError, match="size <= region_min"):
+        PoolSpec(size=64, region_min=32)
