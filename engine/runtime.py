@@ -116,6 +116,9 @@ class Restorer:
             what = "no model is bundled" if model_dir is None else "not a model bundle"
             raise ModelNotFoundError(
                 f"{folder}: {what} (expected detector.json/.safetensors and restorer.json/.safetensors)")
+        from engine.models.clip_towers import import_open_clip
+
+        import_open_clip()  # before the detector: open_clip's towers without torchvision (see there)
         from engine.detect import Detector
         from engine.restoration import RestorationModel
 

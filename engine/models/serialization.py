@@ -111,8 +111,11 @@ def load_weights(module: torch.nn.Module, stem: str | Path, upgrade_key: Callabl
         tensors = {upgrade_key(k): v for k, v in tensors.items()}
     check_state_dict(module, tensors, path)
     expected = module.state_dict()
-    tensors = {k: v.to(expected[k].dtype) for k, v in tensors.items()}
-    module.load_state_dict(tensors, strict=True)
+    # one copy into fresh torch storage (the file's tensors sit at unaligned offsets, which changes
+    # kernels and their rounding), converted to the module's dtypes on the way (fp16 storage); the
+    # module then takes these tensors (assign) instead of copying them into its initialised ones
+    tensors = {k: v.to(expected[k].dtype, copy=True) for k, v in tensors.items()}
+    module.load_state_dict(tensors, strict=True, assign=True)
 
 
 def check_state_dict(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:

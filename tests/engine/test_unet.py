@@ -181,3 +181,32 @@ def test_weights_saved_before_the_statistics_input_still_load(tmp_path):
     save_file(legacy, str(weights))
     loaded = RestorationModel.from_dir(tmp_path)
     assert torch.equal(loaded.net.global_affine.out[1].weight, model.net.global_affine.out[1].weight)
+
+
+def test_inference_fast_path_matches_the_training_path():
+    """Channels-last input takes a fused layer norm, inference the in-place block: same outputs."""
+    net = ConditionalUNet(TINY)
+    _perturb(net)
+    x, mu, t, c = torch.rand(1, 3, 32, 48), torch.rand(1, 3, 32, 48), torch.rand(1), torch.randn(1, 3, 12)
+    with torch.enable_grad():
+        reference = net(x, mu, t, c).detach()  # the plain path: contiguous, with autograd
+    fast = net.to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        got = fast(x.contiguous(memory_format=torch.channels_last), mu.contiguous(memory_format=torch.channels_last),
+                   t, c)
+    assert torch.allclose(got, reference, atol=1e-5)
+    assert not torch.equal(reference, x)  # the perturbed network does change its input
+
+
+def test_channel_norm_is_the_same_in_both_layouts():
+    from engine.models.unet import ChannelNorm
+
+    norm = ChannelNorm(6)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = torch.randn(2, 6, 5, 7) * 3 + 1
+    plain = norm(x)
+    fused = norm(x.contiguous(memory_format=torch.channels_last))
+    assert fused.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(fused, plain, atol=1e-5)
