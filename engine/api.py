@@ -14,6 +14,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from engine.guard import GuardConfig
+
 
 class Cancelled(Exception):
     """Raised inside the engine when a :class:`CancelToken` was triggered."""
@@ -77,6 +79,9 @@ class RestoreOptions:
     ``keep_clean``: a photo in which nothing is detected (and no override is given) is returned
     unchanged instead of going through the restorer. ``strength``: how much of the restoration
     is applied, ``input + strength * (restored - input)``; 1 is the full restoration, 0 the input.
+    ``guard``: the do-no-harm guard (:mod:`engine.guard`), on by default: where the detection is
+    not confident the strength is lowered toward the input (nothing detected: input kept); the
+    user's ``strength`` stays the cap. ``None`` turns it off. Forced ``degradations`` are not guarded.
     """
 
     steps: int = 1
@@ -85,6 +90,7 @@ class RestoreOptions:
     seed: int = 0
     keep_clean: bool = False
     strength: float = 1.0
+    guard: GuardConfig | None = GuardConfig()
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.strength <= 1.0:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.api import Cancelled, CancelToken, ProgressEvent, RestoreOptions
+from engine.guard import applied_strength
 from engine.imageio import (
     FORMATS,
     IMAGE_SUFFIXES,
@@ -154,6 +155,9 @@ def settings_record(settings: BatchSettings, restorer: Restorer | None = None) -
         "quality": settings.quality,
         # only when set: outputs restored before the option existed are still skipped on a rerun
         **({"strength": settings.strength} if settings.strength != 1.0 else {}),
+        # the guard changes outputs: restored before it existed (or with it off) means restore again
+        "guard": (None if settings.guard is None else
+                  {"keep_below": settings.guard.keep_below, "full_above": settings.guard.full_above}),
     }
 
 
@@ -198,11 +202,12 @@ class Manifest:
             return None
         return entry
 
-    def record(self, output: Path, key: str, source: Path, degradations: list[str], scores: dict) -> None:
+    def record(self, output: Path, key: str, source: Path, degradations: list[str], scores: dict,
+               guard: dict | None = None, strength: float | None = None) -> None:
         entries = self._read()
         entries[self._rel(output)] = {
             "key": key, "input": str(source), "size": Path(output).stat().st_size,
-            "degradations": degradations, "scores": scores,
+            "degradations": degradations, "scores": scores, "guard": guard, "strength": strength,
         }
         data = json.dumps({"version": MANIFEST_VERSION, "entries": entries}, indent=1).encode()
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -232,6 +237,8 @@ def run_batch(inputs: list[tuple[Path, Path]], settings: BatchSettings, restorer
 
     ``analyses``: photos analysed beforehand (:class:`~engine.analysis.AnalysisCache`) are not
     detected again, unless ``settings.degradations`` overrides the detection.
+    ``settings.guard``: each photo's strength is lowered where the detection is not confident
+    (:mod:`engine.guard`); results carry the decision (``guard``) and the applied ``strength``.
 
     Events: ``started``, ``detected``, ``progress`` (per tile), then ``done``, ``skipped``,
     ``failed`` or ``cancelled``. When ``cancel`` fires, the current file stops within one tile
@@ -241,7 +248,7 @@ def run_batch(inputs: list[tuple[Path, Path]], settings: BatchSettings, restorer
     total = len(inputs)
     record = settings_record(settings, restorer)
     options = RestoreOptions(steps=settings.steps, tile=settings.tile, degradations=settings.degradations,
-                             keep_clean=settings.keep_clean, strength=settings.strength)
+                             keep_clean=settings.keep_clean, strength=settings.strength, guard=settings.guard)
     manifest = Manifest(settings.output_dir)
     taken: set[Path] = set()
     results: list[FileResult] = []
@@ -267,7 +274,8 @@ def run_batch(inputs: list[tuple[Path, Path]], settings: BatchSettings, restorer
             if entry is not None:
                 taken.add(output)
                 result = FileResult(str(path), "skipped", str(output), list(entry.get("degradations", [])),
-                                    dict(entry.get("scores", {})), record)
+                                    dict(entry.get("scores", {})), record, guard=entry.get("guard"),
+                                    strength=entry.get("strength"))
                 emit(BatchEvent("skipped", path, index, total, output=output))
                 results.append(result)
                 continue
@@ -285,7 +293,10 @@ def run_batch(inputs: list[tuple[Path, Path]], settings: BatchSettings, restorer
             detection = prepared.detection
             result.degradations = list(detection.degradations)
             result.scores = {k: round(float(v), 4) for k, v in detection.scores.items()}
-            emit(BatchEvent("detected", path, index, total, output=output, detection=detection))
+            guard = restorer.guard_decision(prepared, options)
+            result.guard = guard.to_json() if guard is not None else None
+            result.strength = round(applied_strength(options.strength, guard), 4)
+            emit(BatchEvent("detected", path, index, total, output=output, detection=detection, guard=guard))
 
             def on_progress(event: ProgressEvent, _index=index, _path=path, _output=output) -> None:
                 if event.stage == "restore":
@@ -298,11 +309,11 @@ def run_batch(inputs: list[tuple[Path, Path]], settings: BatchSettings, restorer
             fmt = normalize_format(output.suffix)
             save_image(pixels, output, format=fmt, quality=settings.quality, metadata=loaded)
             del pixels, loaded
-            manifest.record(output, key, path, result.degradations, result.scores)
+            manifest.record(output, key, path, result.degradations, result.scores, result.guard, result.strength)
             result.status = "done"
             result.seconds = round(time.perf_counter() - start, 3)
             emit(BatchEvent("done", path, index, total, output=output, detection=detection,
-                            seconds=result.seconds))
+                            seconds=result.seconds, guard=guard))
         except Cancelled:
             result.status, result.error = "cancelled", "cancelled by the user"
             result.seconds = round(time.perf_counter() - start, 3)

@@ -4,11 +4,15 @@ Per pair: PSNR and SSIM of the degraded input and of the restoration against the
 and the restoration's seconds per megapixel. Per combination of degradations: the means and the
 gain. Conditioning comes from the detector's full-photo analysis (:meth:`Detector.analyze`), the
 same path the runtime uses. An unconditioned ablation model is evaluated on the same pairs.
+With a :class:`~engine.guard.GuardConfig`, each pair is also scored after the do-no-harm guard
+(the runtime's default): the same restoration mixed with the input at the guard's strength, so
+the report shows the figures with and without the guard on the same pairs from one restoration.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -18,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.api import CancelToken, ProgressEvent
+from engine.guard import GuardConfig, decide
 from engine.imageio import ImageReadError, read_rgb
 from engine.metrics import psnr, ssim
 
@@ -39,7 +44,8 @@ class Pair:
 
 @dataclass(frozen=True)
 class PairResult:
-    """Figures for one pair under one model and step count."""
+    """Figures for one pair under one model and step count (``*_guarded`` and ``guard_strength``:
+    after the guard, when it was evaluated)."""
 
     file: str
     combination: str
@@ -50,6 +56,17 @@ class PairResult:
     ssim_out: float
     seconds: float
     megapixels: float
+    psnr_guarded: float | None = None
+    ssim_guarded: float | None = None
+    guard_estimate: float | None = None
+    guard_strength: float | None = None
+
+    def guarded(self) -> PairResult:
+        """This result as the guard leaves it: the guarded figures become the restored ones."""
+        if self.psnr_guarded is None:
+            raise ValueError(f"{self.file}: evaluated without the guard")
+        return dataclasses.replace(self, psnr_out=self.psnr_guarded, ssim_out=self.ssim_guarded,
+                                   psnr_guarded=None, ssim_guarded=None)
 
 
 def load_pairs(synth_dir: Path) -> list[Pair]:
@@ -100,18 +117,21 @@ def _tensor(image: np.ndarray):
 
 def evaluate(model, pairs: list[Pair], steps: int = 1, detector=None, seed: int = 0,
              progress: Callable[[ProgressEvent], None] | None = None,
-             cancel: CancelToken | None = None, keep_clean: bool = False) -> list[PairResult]:
+             cancel: CancelToken | None = None, keep_clean: bool = False,
+             guard: GuardConfig | None = None) -> list[PairResult]:
     """Restore every pair's LQ image with ``model`` (a :class:`~engine.restoration.RestorationModel`).
 
     ``detector`` (a :class:`~engine.detect.Detector`) is required for a conditioned model. Times count
     the restoration only (detection is the runtime's per-photo overhead, measured separately there).
     ``keep_clean``: as the runtime's option, an image in which the detector sees nothing is kept as
-    it is (needs ``detector``).
+    it is (needs ``detector``). ``guard``: also score each pair after the guard (needs ``detector``;
+    its per-name ``thresholds`` are used when it has them).
     """
     import torch
 
-    if (model.conditioned or keep_clean) and detector is None:
-        raise ValueError("a conditioned restorer (and keep_clean) needs a detector")
+    if (model.conditioned or keep_clean or guard is not None) and detector is None:
+        raise ValueError("a conditioned restorer (and keep_clean, and the guard) needs a detector")
+    thresholds = dict(getattr(detector, "thresholds", None) or {})
     results = []
     for i, pair in enumerate(pairs):
         if cancel is not None:
@@ -131,10 +151,16 @@ def evaluate(model, pairs: list[Pair], steps: int = 1, detector=None, seed: int 
         else:
             restored = model.predict(_tensor(lq), cond, steps=steps, generator=gen)[0].permute(1, 2, 0).numpy()
         seconds = time.perf_counter() - t0
+        guarded = {}
+        if guard is not None:
+            decision = decide(analysis.detection.degradations, analysis.detection.scores, thresholds, guard)
+            mixed = np.clip(lq + np.float32(decision.strength) * (restored - lq), 0.0, 1.0)
+            guarded = {"psnr_guarded": psnr(mixed, hq), "ssim_guarded": ssim(mixed, hq),
+                       "guard_estimate": decision.estimate, "guard_strength": decision.strength}
         results.append(PairResult(
             file=pair.lq.name, combination=pair.combination, steps=steps,
             psnr_in=psnr(lq, hq), psnr_out=psnr(restored, hq), ssim_in=ssim(lq, hq), ssim_out=ssim(restored, hq),
-            seconds=seconds, megapixels=lq.shape[0] * lq.shape[1] / 1e6,
+            seconds=seconds, megapixels=lq.shape[0] * lq.shape[1] / 1e6, **guarded,
         ))
         if progress is not None:
             progress(ProgressEvent("eval", i + 1, len(pairs), pair.lq.name))
@@ -152,10 +178,16 @@ class Summary:
     ssim_in: float
     ssim_out: float
     seconds_per_mp: float
+    psnr_guarded: float | None = None
+    guard_strength: float | None = None  # mean
 
     @property
     def gain(self) -> float:
         return self.psnr_out - self.psnr_in
+
+    @property
+    def guarded_gain(self) -> float | None:
+        return None if self.psnr_guarded is None else self.psnr_guarded - self.psnr_in
 
 
 def summarize(results: list[PairResult]) -> list[Summary]:
@@ -165,9 +197,12 @@ def summarize(results: list[PairResult]) -> list[Summary]:
         groups.setdefault(r.combination, []).append(r)
 
     def mean(rs: list[PairResult], name: str, label: str) -> Summary:
+        guarded = all(r.psnr_guarded is not None for r in rs)
         return Summary(label, len(rs), *(float(np.mean([getattr(r, k) for r in rs]))
                                          for k in ("psnr_in", "psnr_out", "ssim_in", "ssim_out")),
-                       float(sum(r.seconds for r in rs) / max(1e-9, sum(r.megapixels for r in rs))))
+                       float(sum(r.seconds for r in rs) / max(1e-9, sum(r.megapixels for r in rs))),
+                       float(np.mean([r.psnr_guarded for r in rs])) if guarded else None,
+                       float(np.mean([r.guard_strength for r in rs])) if guarded else None)
 
     out = [mean(groups[k], k, k) for k in sorted(groups)]
     out.append(mean(results, "all", "all"))
@@ -176,13 +211,18 @@ def summarize(results: list[PairResult]) -> list[Summary]:
 
 def markdown_report(main: list[PairResult], ablation: list[PairResult] | None = None,
                     title: str = "Restoration on a synthetic set") -> str:
-    """A Markdown table per combination: input, restoration, gain (and the ablation beside it)."""
+    """A Markdown table per combination: input, restoration, gain (and the ablation beside it; and
+    the guarded figures when ``main`` was evaluated with the guard)."""
     ms = summarize(main)
     ab = {s.combination: s for s in summarize(ablation)} if ablation else {}
+    guarded = ms[-1].psnr_guarded is not None
     steps = sorted({r.steps for r in main})
     lines = [f"### {title} (steps={','.join(map(str, steps))}, {ms[-1].n} pairs)", ""]
     head = "| combination | n | input PSNR | restored PSNR | gain | input SSIM | restored SSIM |"
     rule = "|---|---:|---:|---:|---:|---:|---:|"
+    if guarded:
+        head += " guarded PSNR | guarded gain | guard strength |"
+        rule += "---:|---:|---:|"
     if ab:
         head += " ablation PSNR | ablation gain | ablation SSIM | conditioning buys |"
         rule += "---:|---:|---:|---:|"
@@ -191,6 +231,8 @@ def markdown_report(main: list[PairResult], ablation: list[PairResult] | None = 
         name = "**all (mean)**" if s.combination == "all" else s.combination
         row = (f"| {name} | {s.n} | {s.psnr_in:.2f} | {s.psnr_out:.2f} | {s.gain:+.2f} | "
                f"{s.ssim_in:.3f} | {s.ssim_out:.3f} |")
+        if guarded:
+            row += f" {s.psnr_guarded:.2f} | {s.guarded_gain:+.2f} | {s.guard_strength:.2f} |"
         if ab:
             a = ab[s.combination]
             row += f" {a.psnr_out:.2f} | {a.gain:+.2f} | {a.ssim_out:.3f} | {s.psnr_out - a.psnr_out:+.2f} dB |"
@@ -199,6 +241,9 @@ def markdown_report(main: list[PairResult], ablation: list[PairResult] | None = 
     lines += ["", f"Seconds per megapixel (restoration only): {ms[-1].seconds_per_mp:.2f}"
               + (f"; ablation {ab['all'].seconds_per_mp:.2f}" if ab else "") + ".",
               f"Combinations worse than their input on average: {', '.join(worse) if worse else 'none'}."]
+    if guarded:
+        worse = [s.combination for s in ms[:-1] if s.guarded_gain < 0]
+        lines.append(f"With the guard, worse than their input: {', '.join(worse) if worse else 'none'}.")
     return "\n".join(lines) + "\n"
 
 
@@ -208,9 +253,12 @@ def write_csv(path: Path, results: dict[str, list[PairResult]]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["model", "steps", "combination", "n", "psnr_in", "psnr_out", "gain_db", "ssim_in", "ssim_out",
-                    "seconds_per_mp"])
+                    "seconds_per_mp", "psnr_guarded", "guarded_gain_db", "guard_strength"])
         for name, rs in results.items():
             for steps in sorted({r.steps for r in rs}):
                 for s in summarize([r for r in rs if r.steps == steps]):
+                    guard = (["", "", ""] if s.psnr_guarded is None else
+                             [f"{s.psnr_guarded:.4f}", f"{s.guarded_gain:.4f}", f"{s.guard_strength:.4f}"])
                     w.writerow([name, steps, s.combination, s.n, f"{s.psnr_in:.4f}", f"{s.psnr_out:.4f}",
-                                f"{s.gain:.4f}", f"{s.ssim_in:.4f}", f"{s.ssim_out:.4f}", f"{s.seconds_per_mp:.4f}"])
+                                f"{s.gain:.4f}", f"{s.ssim_in:.4f}", f"{s.ssim_out:.4f}", f"{s.seconds_per_mp:.4f}",
+                                *guard])

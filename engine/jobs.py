@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from engine.api import Detection
+from engine.guard import GuardConfig, GuardDecision
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class BatchSettings:
     ``overwrite``: ``"skip"`` (skip outputs already restored with the same model and settings),
     ``"overwrite"`` (redo everything) or ``"rename"`` (write ``name (1).ext``).
     ``strength``: the fraction of the restoration applied (1 = full, as :class:`~engine.api.RestoreOptions`).
+    ``guard``: the do-no-harm guard (:mod:`engine.guard`), ``None`` = off; ``strength`` caps it.
     """
 
     output_dir: Path
@@ -39,6 +41,7 @@ class BatchSettings:
     model_dir: Path | None = None
     keep_clean: bool = False
     strength: float = 1.0
+    guard: GuardConfig | None = GuardConfig()
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,8 @@ class BatchEvent:
     """Something that happened to one file of a batch.
 
     ``kind`` is one of ``"started" "detected" "progress" "done" "skipped" "failed" "cancelled"``.
-    ``index`` is the file's position (0-based) among ``total`` files.
+    ``index`` is the file's position (0-based) among ``total`` files. ``guard``: the guard's
+    decision, on ``"detected"`` and ``"done"`` (``None`` when the guard is off or names are forced).
     """
 
     kind: str
@@ -59,11 +63,17 @@ class BatchEvent:
     todo: int = 0  # tiles in all, for "progress"
     seconds: float = 0.0
     error: str = ""
+    guard: GuardDecision | None = None
 
 
 @dataclass
 class FileResult:
-    """One row of the JSON report."""
+    """One row of the JSON report.
+
+    ``guard``: the guard's decision (``{"estimate", "strength", "name"}``, :meth:`GuardDecision.to_json`),
+    ``None`` when off or overridden; ``strength``: the strength the photo was restored at (the user's
+    cap and the guard's together), ``None`` until it is restored.
+    """
 
     path: str
     status: str  # "done" | "skipped" | "failed" | "cancelled"
@@ -73,6 +83,8 @@ class FileResult:
     settings: dict = field(default_factory=dict)
     seconds: float = 0.0
     error: str | None = None
+    guard: dict | None = None
+    strength: float | None = None
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -27,6 +27,7 @@ import torch
 
 from engine.api import CancelToken, Detection, ProgressCallback, ProgressEvent, RestoreOptions
 from engine.device import autocast, pick_device
+from engine.guard import GuardDecision, applied_strength, decide
 from engine.resources import bundled_model_dir, is_model_bundle
 from engine.tiling import DEFAULT_OVERLAP, TilePlan, blend_tile, plan_tiles, round_tile
 
@@ -66,19 +67,30 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class Prepared:
-    """Per-photo state computed once before the tiles: the detection and the restorer condition."""
+    """Per-photo state computed once before the tiles: the detection and the restorer condition.
+
+    ``guard``: the do-no-harm guard's decision for the detection (:mod:`engine.guard`; its
+    ``estimate`` is what the report and the GUI row show), ``None`` when the names were forced
+    or the guard is off. :meth:`Restorer.restore_prepared` decides again with its own options.
+    """
 
     detection: Detection
     condition: torch.Tensor | None
+    guard: GuardDecision | None = None
 
 
 @dataclass
 class RestoreResult:
-    """A restored photo: ``image`` ``float32 (H, W, 3)`` in [0, 1], what was restored, and how long it took."""
+    """A restored photo: ``image`` ``float32 (H, W, 3)`` in [0, 1], what was restored, and how long it took.
+
+    ``guard``: the guard's decision (``None`` when off or overridden); ``strength``: the strength applied.
+    """
 
     image: np.ndarray
     detection: Detection
     seconds: float
+    guard: GuardDecision | None = None
+    strength: float = 1.0
 
 
 def available_memory(device: torch.device) -> int:
@@ -208,7 +220,23 @@ class Restorer:
             names = tuple(options.degradations)
             return Prepared(Detection(names, {}), self.detector.condition_for(image, names))
         analysis = self.detector.analyze(image)
-        return Prepared(analysis.detection, analysis.condition)
+        guard = None
+        if options.guard is not None:
+            guard = decide(analysis.detection.degradations, analysis.detection.scores, self.thresholds, options.guard)
+        return Prepared(analysis.detection, analysis.condition, guard)
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """The detector's per-name detection thresholds (empty: 0.5 for every name)."""
+        return dict(getattr(self.detector, "thresholds", None) or {})
+
+    def guard_decision(self, prepared: Prepared, options: RestoreOptions) -> GuardDecision | None:
+        """The guard's decision for ``prepared`` under ``options`` (``None``: not guarded, because the
+        guard is off, the names were forced, or ``prepared`` carries no detector decision)."""
+        if options.guard is None or options.degradations is not None or prepared.guard is None:
+            return None
+        detection = prepared.detection
+        return decide(detection.degradations, detection.scores, self.thresholds, options.guard)
 
     def restore(self, image: np.ndarray, options: RestoreOptions | None = None,
                 progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> RestoreResult:
@@ -227,7 +255,9 @@ class Restorer:
         if progress is not None:
             progress(ProgressEvent("detect", 1, 1, ", ".join(prepared.detection.degradations) or "clean"))
         out = self.restore_prepared(image, prepared, options, progress, cancel)
-        return RestoreResult(out, prepared.detection, time.perf_counter() - start)
+        guard = self.guard_decision(prepared, options)
+        return RestoreResult(out, prepared.detection, time.perf_counter() - start, guard,
+                             applied_strength(options.strength, guard))
 
     def plan(self, height: int, width: int, options: RestoreOptions) -> TilePlan:
         """The tiles :meth:`restore_prepared` will run for a ``height x width`` photo."""
@@ -240,14 +270,17 @@ class Restorer:
         """Restore ``image`` with an already computed condition; returns ``float32 (H, W, 3)``.
 
         With ``options.keep_clean``, a photo whose detection is empty (no override) comes back as a
-        copy of the input, without running the restorer; so does any photo at ``strength`` 0.
-        ``options.strength`` below 1 mixes the restoration with the input (once, over the
-        assembled photo).
+        copy of the input, without running the restorer; so does any photo at ``strength`` 0, the
+        user's or the guard's (:meth:`guard_decision`). A strength below 1 (the smaller of the
+        two) mixes the restoration with the input (once, over the assembled photo).
         """
         image = _check_image(image)
+        guard = self.guard_decision(prepared, options)
+        strength = applied_strength(options.strength, guard)
         kept = ("strength 0: kept as is" if options.strength == 0.0 else
                 "nothing detected: kept as is" if options.keep_clean and options.degradations is None
-                and not prepared.detection.degradations else None)
+                and not prepared.detection.degradations else
+                guard.describe() if guard is not None and guard.keeps_input else None)
         if kept is not None:
             if progress is not None:
                 progress(ProgressEvent("restore", 1, 1, kept))
@@ -277,9 +310,9 @@ class Restorer:
                 if progress is not None:
                     progress(ProgressEvent("restore", tile.index + 1, len(plan), "tiles"))
         np.clip(out, 0.0, 1.0, out=out)
-        if options.strength < 1.0:  # in place: a 12 MP photo has no room for another copy
+        if strength < 1.0:  # in place: a 12 MP photo has no room for another copy
             out -= image
-            out *= np.float32(options.strength)
+            out *= np.float32(strength)
             out += image
             np.clip(out, 0.0, 1.0, out=out)  # the input itself may stray past [0, 1]
         return out

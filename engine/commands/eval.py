@@ -1,4 +1,10 @@
-"""``photomend eval --model MODEL_DIR --data SYNTH_DIR``: PSNR/SSIM per degradation combination."""
+"""``photomend eval --model MODEL_DIR --data SYNTH_DIR``: PSNR/SSIM per degradation combination.
+
+``--guard both`` scores the model's restorations with and without the do-no-harm guard on the same
+pairs (one restoration per pair, two columns); ``--guard on`` reports only what ``photomend restore``
+gives by default. A held-out renderer's set (``photomend synth --renderer heldout``) evaluates like
+any other.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,9 @@ from pathlib import Path
 def register(sub) -> None:
     parser = sub.add_parser("eval", help="evaluate a restorer on a `photomend synth` folder (Markdown + CSV)",
                             description=__doc__.splitlines()[0].split(": ", 1)[1])
+    parser.add_argument("--guard", choices=("off", "on", "both"), default="off",
+                        help="the do-no-harm guard on the model: off (default), on (guarded figures only) or "
+                             "both (with and without it, side by side)")
     parser.add_argument("--model", type=Path, required=True, help="model folder (restorer + detector)")
     parser.add_argument("--data", type=Path, required=True, help="folder made by `photomend synth`")
     parser.add_argument("--ablation", type=Path, help="model folder of the unconditioned ablation restorer")
@@ -54,7 +63,7 @@ def run(args) -> int:
         device = pick_device(args.device)
         pairs = spread_subset(load_pairs(args.data), args.limit)
         model = RestorationModel.from_dir(args.model, device)
-        needs_detector = model.conditioned or args.keep_clean
+        needs_detector = model.conditioned or args.keep_clean or args.guard != "off"
         detector = Detector.from_dir(args.daclip or args.model, device) if needs_detector else None
         ablation = RestorationModel.from_dir(args.ablation, device) if args.ablation else None
         if ablation is not None and ablation.conditioned:
@@ -65,6 +74,9 @@ def run(args) -> int:
     except (ModelFileError, EvalDataError, ValueError) as exc:
         raise UsageError(str(exc)) from None
 
+    from engine.guard import GuardConfig
+
+    guard = GuardConfig() if args.guard != "off" else None
     runs = [("model", model, detector)] + ([("ablation", ablation, None)] if ablation is not None else [])
     results: dict[str, list] = {name: [] for name, _, _ in runs}
     with tqdm(total=len(pairs) * len(steps_list) * len(runs), unit="pair", desc="eval", file=sys.stderr,
@@ -73,14 +85,17 @@ def run(args) -> int:
             for name, m, det in runs:
                 try:
                     results[name] += evaluate(m, pairs, steps, det, args.seed, progress=lambda e: bar.update(1),
-                                              keep_clean=args.keep_clean and name == "model")
+                                              keep_clean=args.keep_clean and name == "model",
+                                              guard=guard if name == "model" else None)
                 except (EvalDataError, ValueError) as exc:
                     raise UsageError(str(exc)) from None
+    if args.guard == "on":
+        results["model"] = [r.guarded() for r in results["model"]]  # one set of columns: the guarded ones
     report = []
     for steps in steps_list:
         main_rs = [r for r in results["model"] if r.steps == steps]
         abl_rs = [r for r in results.get("ablation", []) if r.steps == steps] or None
-        gate = " (--keep-clean)" if args.keep_clean else ""
+        gate = (" (--keep-clean)" if args.keep_clean else "") + (" (guard on)" if args.guard == "on" else "")
         report.append(markdown_report(main_rs, abl_rs, title=f"{args.model}{gate} on {args.data}"))
     text = "\n".join(report)
     print(text)

@@ -36,7 +36,11 @@ def register(sub) -> None:
     p.add_argument("--keep-clean", action="store_true",
                    help="write photos in which nothing is detected unchanged (not through the restorer)")
     p.add_argument("--strength", type=float, default=1.0, metavar="S",
-                   help="how much of the restoration to apply, 0-1 (default 1: all of it)")
+                   help="how much of the restoration to apply, 0-1 (default 1: all of it); with the guard on, "
+                        "the most it applies")
+    p.add_argument("--guard", choices=("on", "off"), default="on",
+                   help="do-no-harm guard: lower the strength toward the input where the detection is not "
+                        "confident, keep photos in which nothing is detected (default on)")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     p.add_argument("--report", type=Path, default=None, metavar="FILE", help="write a JSON report")
     p.add_argument("--model", type=Path, default=None, metavar="DIR", help="model bundle folder (default: bundled)")
@@ -74,16 +78,20 @@ def _settings(args):
             raise UsageError("--degradations takes at most two names")
     if any(sep in args.suffix for sep in ("/", "\\")):
         raise UsageError("--suffix must not contain a path separator")
+    from engine.guard import GuardConfig
+
     return BatchSettings(output_dir=args.output, suffix=args.suffix, format=fmt, quality=args.quality,
                          recursive=args.recursive, overwrite="overwrite" if args.overwrite else "skip",
                          steps=args.steps, tile=args.tile, device=args.device, degradations=names,
-                         model_dir=args.model, keep_clean=args.keep_clean, strength=args.strength)
+                         model_dir=args.model, keep_clean=args.keep_clean, strength=args.strength,
+                         guard=GuardConfig() if args.guard == "on" else None)
 
 
 def build_report(results, settings_record: dict, model: dict, seconds: float) -> dict:
     """The JSON report: ``version``, ``model``, ``settings``, ``summary`` counts, ``seconds`` and ``files``
     (one :class:`~engine.jobs.FileResult` each: path, status, output, degradations, scores, settings,
-    seconds, error)."""
+    seconds, error, guard (the guard's ``estimate``, ``strength`` and ``name``, or null) and the applied
+    ``strength``)."""
     from engine.batch import summarize
 
     return {
@@ -123,7 +131,8 @@ def _check_writable(folder: Path) -> None:
 
 
 def print_summary(results, out=None) -> None:
-    """A fixed-width table: file, status, degradations (probability), seconds."""
+    """A fixed-width table: file, status, degradations (probability), the guard's estimate and the
+    applied strength, seconds."""
     out = out or sys.stdout  # resolved at call time: sys.stdout may have been replaced since import
     rows = []
     for r in results:
@@ -131,8 +140,10 @@ def print_summary(results, out=None) -> None:
             found = ", ".join(f"{n} ({r.scores[n]:.2f})" if n in r.scores else n for n in r.degradations)
         else:
             found = "-" if r.status in ("failed", "cancelled") else "none"
-        rows.append((Path(r.path).name, r.status, found, f"{r.seconds:.1f}"))
-    header = ("file", "status", "degradations (probability)", "seconds")
+        guard = "-" if r.strength is None else (f"{r.guard['estimate']:.2f} -> " if r.guard else "off -> ")
+        guard += f"{r.strength:.2f}" if r.strength is not None else ""
+        rows.append((Path(r.path).name, r.status, found, guard, f"{r.seconds:.1f}"))
+    header = ("file", "status", "degradations (probability)", "guard -> strength", "seconds")
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
     line = "  ".join(f"{{:<{w}}}" for w in widths[:-1]) + f"  {{:>{widths[-1]}}}"
     print(line.format(*header), file=out)

@@ -13,7 +13,8 @@ from engine.cli import main
 from tests.engine.test_runtime import tiny_bundle  # noqa: F401  (a fixture)
 
 FILE_KEYS = {"path": str, "status": str, "output": (str, type(None)), "degradations": list, "scores": dict,
-             "settings": dict, "seconds": (int, float), "error": (str, type(None))}
+             "settings": dict, "seconds": (int, float), "error": (str, type(None)),
+             "guard": (dict, type(None)), "strength": (int, float, type(None))}
 
 
 def write_photo(path: Path, seed=0, size=(72, 56)):
@@ -138,3 +139,22 @@ def test_bench_writes_its_table_and_keeps_notes(tmp_path, tiny_bundle, capsys): 
     assert "| MP | size |" in text and "peak RSS" in text and "## Notes\nkept" in text
     row = [line for line in text.splitlines() if line.startswith("| 0.05")][0]
     assert int(row.rstrip(" |").split("|")[-1]) > 0  # a peak RSS was measured
+
+
+def test_guard_on_by_default_and_off_on_request(photos, tmp_path, tiny_bundle):  # noqa: F811
+    on, off = tmp_path / "on.json", tmp_path / "off.json"
+    args = ["restore", str(photos / "one.jpg"), "--model", str(tiny_bundle), "--tile", "64", "--device", "cpu",
+            "--format", "png"]
+    assert main(args + ["-o", str(tmp_path / "a"), "--report", str(on)]) == 0
+    assert main(args + ["-o", str(tmp_path / "b"), "--report", str(off), "--guard", "off", "--strength", "0.5"]) == 0
+    guarded, plain = json.loads(on.read_text()), json.loads(off.read_text())
+    check_report_schema(guarded)
+    entry = guarded["files"][0]
+    assert set(entry["guard"]) == {"estimate", "strength", "name"}
+    assert 0.0 <= entry["guard"]["estimate"] <= 1.0 and entry["strength"] == min(1.0, entry["guard"]["strength"])
+    assert guarded["settings"]["guard"] is not None
+    assert plain["files"][0]["guard"] is None and plain["files"][0]["strength"] == 0.5
+    assert plain["settings"]["guard"] is None
+    with pytest.raises(SystemExit) as exc:
+        main(args + ["-o", str(tmp_path / "c"), "--guard", "maybe"])
+    assert exc.value.code == 2

@@ -158,3 +158,47 @@ def test_keep_clean_keeps_images_where_nothing_is_detected(synth_dir):
     assert all(r.psnr_out != r.psnr_in for r in restored)
     with pytest.raises(ValueError, match="detector"):
         evaluate(_Darkens(), pairs, 1, None, keep_clean=True)
+
+
+class _Scores(_Says):
+    """A detector stub whose detection comes with presence scores (what the guard reads)."""
+
+    def __init__(self, names, scores, dim=32):
+        super().__init__(names, dim)
+        from engine.api import Detection
+
+        self.result.detection = Detection(tuple(names), dict(scores))
+
+
+def test_guard_scores_each_pair_with_and_without_it(synth_dir):
+    from engine.guard import GuardConfig
+
+    pairs = load_pairs(synth_dir)
+    unsure = evaluate(_Darkens(), pairs, 1, _Scores(("hazy",), {"hazy": 0.55}), guard=GuardConfig())
+    for r in unsure:  # the guard lowers the strength to 0.2: the darkening is mostly undone
+        assert r.guard_strength == pytest.approx(0.2) and r.psnr_in > r.psnr_guarded > r.psnr_out
+    sure = evaluate(_Darkens(), pairs, 1, _Scores(("hazy",), {"hazy": 0.99}), guard=GuardConfig())
+    assert all(r.guard_strength == 1.0 and r.psnr_guarded == pytest.approx(r.psnr_out) for r in sure)
+    nothing = evaluate(_Darkens(), pairs, 1, _Scores((), {"hazy": 0.1}), guard=GuardConfig())
+    assert all(r.psnr_guarded == r.psnr_in for r in nothing)
+    text = markdown_report(unsure)
+    assert "guarded PSNR" in text and "With the guard, worse than their input: " in text
+    assert unsure[0].guarded().psnr_out == unsure[0].psnr_guarded
+    with pytest.raises(ValueError, match="detector"):
+        evaluate(_Darkens(), pairs, 1, None, guard=GuardConfig())
+
+
+def test_cli_guard_both_and_on(synth_dir, model_dirs, tmp_path, capsys):
+    from engine.cli import main
+
+    cond, _ = model_dirs
+    out = tmp_path / "g"
+    assert main(["eval", "--model", str(cond), "--data", str(synth_dir), "--guard", "both", "--out", str(out),
+                 "--device", "cpu"]) == 0
+    assert "guarded PSNR" in (tmp_path / "g.md").read_text()
+    rows = list(csv.DictReader(open(tmp_path / "g.csv")))
+    assert all(r["psnr_guarded"] != "" and 0 <= float(r["guard_strength"]) <= 1 for r in rows)
+    capsys.readouterr()
+    assert main(["eval", "--model", str(cond), "--data", str(synth_dir), "--guard", "on", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "(guard on)" in printed and "guarded PSNR" not in printed  # one set of columns: the guarded ones
