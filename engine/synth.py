@@ -46,6 +46,7 @@ class SynthSettings:
     seed: int = 0
     max_side: int = 512
     recursive: bool = False
+    renderer: str = "project"  # engine.degradations.renderers.RENDERER_CHOICES ("train": the trainers' mix)
 
     def __post_init__(self):
         if self.preset not in SYNTH_PRESETS:
@@ -54,6 +55,10 @@ class SynthSettings:
             raise ValueError(f"--per-image must be at least 1, got {self.per_image}")
         if self.max_side < 8:
             raise ValueError(f"--max-side must be at least 8, got {self.max_side}")
+        from engine.degradations.renderers import RENDERER_CHOICES
+
+        if self.renderer not in RENDERER_CHOICES:
+            raise ValueError(f"unknown renderer {self.renderer!r}; choose one of {', '.join(RENDERER_CHOICES)}")
 
 
 @dataclass
@@ -120,6 +125,11 @@ def synthesize(
     (out_dir / "lq").mkdir(parents=True, exist_ok=True)
     (out_dir / "hq").mkdir(parents=True, exist_ok=True)
     report = SynthReport()
+    registry = None
+    if settings.renderer != "project":
+        from engine.degradations.renderers import registry as renderer_registry
+
+        registry = renderer_registry(settings.renderer)
     total = len(files) * pairs_per_photo(settings)
     used_stems: set[str] = set()
     done = 0
@@ -145,7 +155,8 @@ def synthesize(
             used_stems.add(stem)
             report.photos += 1
             for k, names in enumerate(combos):
-                lq, params = apply_degradations(clean, names, np.random.default_rng([settings.seed, index, k]))
+                lq, params = apply_degradations(clean, names, np.random.default_rng([settings.seed, index, k]),
+                                                registry=registry)
                 name = pair_name(stem, names, k)
                 _save_png(lq, out_dir / "lq" / name)
                 _save_png(clean, out_dir / "hq" / name)

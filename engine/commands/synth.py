@@ -24,6 +24,9 @@ def register(sub) -> None:
     parser.add_argument("--max-side", type=int, default=512, metavar="PX",
                         help="downsize photos so the longer side is at most PX first (default 512)")
     parser.add_argument("--recursive", action="store_true", help="also read photos in sub-folders")
+    parser.add_argument("--renderer", choices=("project", "albumentations", "heldout", "train"), default="project",
+                        help="who draws the degradations: the project's library (default), albumentations, the "
+                             "held-out renderer that no trainer uses, or train (the trainers' mix of the first two)")
     parser.set_defaults(func=run)
 
 
@@ -34,7 +37,7 @@ def run(args) -> int:
     from engine.synth import SynthInputError, SynthSettings, synthesize
 
     try:
-        settings = SynthSettings(preset=args.preset, per_image=args.per_image, seed=args.seed,
+        settings = SynthSettings(preset=args.preset, per_image=args.per_image, seed=args.seed, renderer=args.renderer,
                                  max_side=args.max_side, recursive=args.recursive)
     except ValueError as exc:
         raise UsageError(str(exc)) from None

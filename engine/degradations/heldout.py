@@ -26,10 +26,13 @@ from engine.degradations._common import Params
 def _imagecorruptions():
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import imagecorruptions
-
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import imagecorruptions
+    except ImportError:
+        raise RuntimeError("the held-out renderer needs the imagecorruptions-imaug package "
+                           "(`make venv` installs it: it is a development dependency)") from None
     return imagecorruptions
 
 
