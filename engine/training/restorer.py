@@ -8,15 +8,25 @@ timestep ``t`` and ``x_t`` from the IR-SDE forward marginal; the network predict
 trained with MSE. A share of each batch (``deterministic_fraction``) uses the exact one-step
 inference input (``t = T``, ``x_T = mu``), which is what the default ``steps=1`` restoration sees.
 
+With ``pool_size > 0`` (restorer v2) the pairs come from the detector's synthesis instead
+(:mod:`engine.training.restorer_data` over :mod:`engine.training.region_pool`): regions of the
+photos degraded whole by the renderer mix, native crops of them, identity samples, each region
+conditioned once on what the frozen detector outputs for it (:meth:`Detector.analyze`); the
+validation sets are then regions of the held-out photos, degraded by the training renderers and by
+the held-out renderer, and their clean crops (logged as ``val``, ``heldout`` and ``clean``).
+
 Run folder: ``checkpoint.{json,safetensors}`` (raw weights), ``restorer.{json,safetensors}`` (EMA
-weights: the release), ``trainer_state.pt`` (optimizer, schedule, step, validation history).
-``--resume`` continues from it. DDP via ``torchrun`` (gloo on CPU).
+weights: the release), ``trainer_state.pt`` (optimizer, schedule, step, validation history, wall
+and CPU seconds so far), ``log.jsonl`` (losses and validation figures against cumulative wall
+seconds and CPU-hours). ``--resume`` continues from it; a ``minutes`` budget is carried across
+resumes. DDP via ``torchrun`` (gloo on CPU).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +44,17 @@ class RestorerRecipe:
     ``deterministic_fraction``: share of samples trained at the one-step input (t = T, x_T = mu).
     ``val_dir``: clean validation photos ("" = the ``val`` folder beside ``--data``).
     ``threads``: torch CPU threads (0 = torch's default).
+    ``pool_size``: above 0, the shared region pool (restorer v2, see the module docstring):
+    ``pool_size`` regions (short side ``region_min`` to ``region_max``, a photo seen at 1x to
+    1/``max_zoom_out`` of its stored size, photos read at most ``max_side``) degraded by
+    ``renderers``, ``pool_refresh`` of them re-rendered per step; ``seed24_fraction`` of them from
+    the seed24 preset; ``identity_fraction`` identity samples (``identity_mild_share`` of them mildly
+    degraded, by up to ``identity_mild_max``); ``label_condition_fraction`` of the pairs conditioned
+    on their true names; ``pool_processes`` processes render the first fill (0: ``threads``).
+    ``val_images`` regions per validation set, ``val_heldout``: also the held-out renderer's set.
+    ``minutes``: above 0, a wall-clock budget: the cosine follows the larger of step and time
+    progress and the run ends when the time is up (``steps`` becomes an upper bound); carried
+    across resumes. ``log_every``: steps between ``log.jsonl`` lines.
     ``region_max``: 0 draws degraded crops (:class:`~engine.training.synthetic.SyntheticPairs`, the
     condition from the crop as one view); above 0, native crops of degraded photo regions
     (:class:`~engine.training.synthetic.RegionPairs`) conditioned by :meth:`Detector.analyze` of the
@@ -75,6 +96,27 @@ class RestorerRecipe:
     threads: int = 0
     seed: int = 0
     amp: bool = True
+    pool_size: int = 0
+    pool_refresh: int = 1
+    pool_processes: int = 0
+    renderers: tuple[str, ...] = ("project", "albumentations")
+    region_min: int = 128
+    max_zoom_out: float = 4.0
+    max_side: int = 1536
+    identity_fraction: float = 0.0
+    identity_mild_share: float = 0.5
+    identity_mild_max: float = 0.2
+    label_condition_fraction: float = 0.0
+    val_heldout: bool = True
+    minutes: float = 0.0
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        if self.pool_size > 0 and not self.crop <= self.region_min <= self.region_max:
+            raise ValueError(f"pool_size > 0 needs crop <= region_min <= region_max, got {self.crop}, "
+                             f"{self.region_min}, {self.region_max}")
+        if self.minutes < 0:
+            raise ValueError(f"minutes must be 0 (no budget) or more, got {self.minutes}")
 
 
 @dataclass
@@ -87,6 +129,7 @@ class StepInfo:
     lr: float
     val_psnr: float | None = None  # set on validation steps
     input_psnr: float | None = None
+    figures: dict | None = None    # every validation figure (pool: val, heldout, clean and their inputs)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,6 +139,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/restorer"), help="run folder")
     parser.add_argument("--val-data", type=Path, help="clean validation photos (default: recipe, or DATA/../val)")
     parser.add_argument("--steps", type=int, help="override the recipe's step budget")
+    parser.add_argument("--minutes", type=float, help="override the recipe's wall-clock budget (0: none)")
     parser.add_argument("--no-condition", action="store_true", help="train the ablation without DA-CLIP")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--init", type=Path,
@@ -114,7 +158,7 @@ def main(args: argparse.Namespace) -> int:
         recipe = load_recipe(args.config, RestorerRecipe)
     except RecipeError as exc:
         raise UsageError(str(exc)) from None
-    recipe = override(recipe, steps=args.steps, threads=args.threads)
+    recipe = override(recipe, steps=args.steps, threads=args.threads, minutes=args.minutes)
     if not args.no_condition and args.daclip is None:
         raise UsageError("--daclip MODEL_DIR is required unless --no-condition")
     val_dir = args.val_data or (Path(recipe.val_dir) if recipe.val_dir else args.data.parent / "val")
@@ -127,7 +171,10 @@ def main(args: argparse.Namespace) -> int:
         bar.update(1)
         post = {"loss": f"{info.loss:.4f}", "lr": f"{info.lr:.1e}"}
         if info.val_psnr is not None:
-            bar.write(f"step {info.step}: validation PSNR {info.val_psnr:.2f} dB (input {info.input_psnr:.2f} dB)")
+            extra = "".join(f", {k} {v:.2f} dB" for k, v in (info.figures or {}).items()
+                            if k in ("heldout", "clean"))
+            bar.write(f"step {info.step}: validation PSNR {info.val_psnr:.2f} dB (input {info.input_psnr:.2f} dB)"
+                      + extra)
         bar.set_postfix(post)
 
     try:
@@ -208,12 +255,84 @@ def swap_conditions(cond, fraction: float, generator=None):
     return torch.where(mask.view(-1, *([1] * (cond.dim() - 1))), cond.roll(1, dims=0), cond)
 
 
-def lr_factor(step: int, recipe: RestorerRecipe) -> float:
-    """Linear warm-up, then cosine decay to ``min_lr_ratio`` at ``recipe.steps``."""
+def lr_factor(step: int, recipe: RestorerRecipe, time_progress: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr_ratio`` at ``recipe.steps`` or, with a time
+    budget, at the end of the budget (``time_progress`` 0-1), whichever comes first."""
     if step < recipe.warmup_steps:
         return (step + 1) / recipe.warmup_steps
-    progress = min(1.0, (step - recipe.warmup_steps) / max(1, recipe.steps - recipe.warmup_steps))
+    progress = min(1.0, max((step - recipe.warmup_steps) / max(1, recipe.steps - recipe.warmup_steps),
+                            time_progress))
     return recipe.min_lr_ratio + (1 - recipe.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@dataclass
+class Clock:
+    """Wall and CPU seconds of a run, carried across resumes (``before_*`` from the trainer state),
+    and its progress through ``budget`` seconds (0: no budget). The wall clock counts training
+    (:meth:`start_training`: after the pool and the validation sets are made); the CPU clock counts
+    this process from the start, setup included (rendering processes of the first fill are not)."""
+
+    budget: float = 0.0
+    before_wall: float = 0.0
+    before_cpu: float = 0.0
+    started_wall: float = field(default_factory=time.monotonic)
+    started_cpu: float = field(default_factory=time.process_time)
+
+    def start_training(self) -> None:
+        self.started_wall = time.monotonic()
+
+    def wall(self) -> float:
+        return self.before_wall + time.monotonic() - self.started_wall
+
+    def cpu(self) -> float:
+        """CPU seconds of every thread of this process (the CPU-hours the model card plots)."""
+        return self.before_cpu + time.process_time() - self.started_cpu
+
+    def progress(self) -> float:
+        return self.wall() / self.budget if self.budget > 0 else 0.0
+
+    def expired(self) -> bool:
+        return self.budget > 0 and self.wall() >= self.budget
+
+
+def pool_specs(recipe: RestorerRecipe):
+    """The region pool's and the samples' specifications of a ``pool_size > 0`` recipe."""
+    from engine.training.region_pool import PoolSpec
+    from engine.training.restorer_data import PairSpec
+
+    pool = PoolSpec(size=recipe.crop, n_crops=0, preset=recipe.preset, renderers=tuple(recipe.renderers),
+                    region_min=recipe.region_min, region_max=recipe.region_max, max_zoom_out=recipe.max_zoom_out)
+    pairs = PairSpec(crop=recipe.crop, seed24_fraction=recipe.seed24_fraction,
+                     identity_fraction=recipe.identity_fraction, identity_mild_share=recipe.identity_mild_share,
+                     identity_mild_max=recipe.identity_mild_max,
+                     label_condition_fraction=recipe.label_condition_fraction)
+    return pool, pairs
+
+
+def _pool_batches(pool, recipe: RestorerRecipe) -> Iterator[dict]:
+    while True:
+        yield pool.batch(recipe.batch_size)
+        pool.refresh(recipe.pool_refresh)
+
+
+def pool_validation_sets(recipe: RestorerRecipe, val_dir: Path, condition) -> dict[str, dict]:
+    """The fixed validation sets of a pool recipe: ``val`` (training renderers, ``val_preset``),
+    ``heldout`` (the held-out renderer, with ``val_heldout``) and ``clean`` (the clean crops of ``val``)."""
+    from engine.training.restorer_data import validation_regions, validation_set
+    from engine.training.synthetic import load_photos
+
+    spec, _ = pool_specs(recipe)
+    spec = dataclasses.replace(spec, size=recipe.val_crop, preset=recipe.val_preset,
+                               region_min=max(recipe.region_min, recipe.val_crop),
+                               region_max=max(recipe.region_max, recipe.region_min, recipe.val_crop))
+    photos = load_photos(val_dir, recipe.max_side)
+    regions = validation_regions(photos, spec, recipe.val_images, seed=1234)
+    sets = {"val": validation_set(regions, recipe.val_crop, condition)}
+    if recipe.val_heldout:
+        held = validation_regions(photos, dataclasses.replace(spec, renderers=("heldout",)), recipe.val_images, 1234)
+        sets["heldout"] = validation_set(held, recipe.val_crop, condition)
+    sets["clean"] = validation_set(regions, recipe.val_crop, condition, clean=True)
+    return sets
 
 
 def train(recipe: RestorerRecipe, data_dir: Path, val_dir: Path, out_dir: Path, daclip_dir: Path | None = None,
@@ -242,7 +361,8 @@ def train(recipe: RestorerRecipe, data_dir: Path, val_dir: Path, out_dir: Path, 
         save_trainer_state,
         setup_distributed,
     )
-    from engine.training.synthetic import FixedSyntheticSet, RegionPairs, SyntheticPairs, collate_pairs
+    from engine.training.restorer_data import DetectorConditions, RegionPairPool
+    from engine.training.synthetic import FixedSyntheticSet, RegionPairs, SyntheticPairs, collate_pairs, load_photos
 
     if recipe.threads > 0:
         torch.set_num_threads(recipe.threads)
@@ -273,6 +393,7 @@ def train(recipe: RestorerRecipe, data_dir: Path, val_dir: Path, out_dir: Path, 
         ema = EMA(net, recipe.ema_decay)
         start = 0
         history: list[list[float]] = []
+        clock = Clock(60.0 * recipe.minutes)
         opt = torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
         if init_dir is not None and state is None:
             load_weights(net, Path(init_dir) / "restorer", upgrade_key=upgrade_key)
@@ -283,6 +404,8 @@ def train(recipe: RestorerRecipe, data_dir: Path, val_dir: Path, out_dir: Path, 
             opt.load_state_dict(state["optimizer"])
             start = int(state["step"])
             history = [list(h) for h in state.get("history", [])]
+            clock.before_wall = float(state.get("elapsed", 0.0))
+            clock.before_cpu = float(state.get("cpu_seconds", 0.0))
         ddp_net = DistributedDataParallel(net) if dist.enabled else net
         sched = IRSDEScheduler(config.sde)
         cuda = dev.type == "cuda"
@@ -298,46 +421,76 @@ def train(recipe: RestorerRecipe, data_dir: Path, val_dir: Path, out_dir: Path, 
             ds.set_epoch(start)  # a resumed run continues with fresh samples
             return iter(ds)
 
-        pairs = stream(recipe.preset, recipe.seed)
-        extra = stream("seed24", recipe.seed + 1) if recipe.seed24_fraction > 0 else None
-        batches = _batches(_mixed_stream(pairs, extra, recipe.seed24_fraction,
-                                         [recipe.seed, start, dist.rank]), recipe.batch_size)
+        condition = DetectorConditions(detector) if detector is not None else None
+        if recipe.pool_size > 0:
+            pool_spec, pair_spec = pool_specs(recipe)
+            pool = RegionPairPool(load_photos(data_dir, recipe.max_side), pool_spec, pair_spec, recipe.pool_size,
+                                  seed=recipe.seed + 7919 * start + 104729 * dist.rank, condition=condition,
+                                  processes=recipe.pool_processes or max(1, recipe.threads))
+            batches = _pool_batches(pool, recipe)
+        else:
+            pairs = stream(recipe.preset, recipe.seed)
+            extra = stream("seed24", recipe.seed + 1) if recipe.seed24_fraction > 0 else None
+            batches = _batches(_mixed_stream(pairs, extra, recipe.seed24_fraction,
+                                             [recipe.seed, start, dist.rank]), recipe.batch_size)
 
-        val = None
-        if dist.is_main:
+        val: dict[str, dict] = {}
+        if dist.is_main and recipe.pool_size > 0:
+            val = pool_validation_sets(recipe, val_dir, condition)
+        elif dist.is_main:
             vset = FixedSyntheticSet(val_dir, recipe.val_crop, recipe.val_preset, recipe.val_images, seed=1234)
             vb = collate_pairs([vset[i] for i in range(len(vset))])
-            vcond = _conditions(detector, vb["lq"], None) if detector is not None else None
-            val = (vb["lq"], vb["hq"], vcond)
+            vb["cond"] = _conditions(detector, vb["lq"], None) if detector is not None else None
+            val = {"val": vb}
 
-        def validate() -> tuple[float, float]:
+        def validate() -> dict[str, float]:
+            """Mean PSNR of the EMA network at steps=1 on each set (and of the inputs, except clean)."""
             from engine.metrics import batch_psnr
 
-            lq, hq, cond = val
-            outs = []
-            with torch.inference_mode(), autocast(dev, recipe.amp):
-                for i in range(0, len(lq), 16):
-                    c = cond[i:i + 16].to(dev) if cond is not None else None
-                    outs.append(sample(ema.shadow, sched, lq[i:i + 16].to(dev), c, 1).float().clamp(0, 1).cpu())
-            out = torch.cat(outs)
-            return float(sum(batch_psnr(out, hq)) / len(hq)), float(sum(batch_psnr(lq, hq)) / len(hq))
+            figures = {}
+            for name, vs in val.items():
+                lq, hq, cond = vs["lq"], vs["hq"], vs["cond"]
+                outs = []
+                with torch.inference_mode(), autocast(dev, recipe.amp):
+                    for i in range(0, len(lq), 16):
+                        c = cond[i:i + 16].to(dev) if cond is not None else None
+                        outs.append(sample(ema.shadow, sched, lq[i:i + 16].to(dev), c, 1).float().clamp(0, 1).cpu())
+                figures[name] = float(sum(batch_psnr(torch.cat(outs), hq)) / len(hq))
+                if name != "clean":
+                    figures[f"{name}_input"] = float(sum(batch_psnr(lq, hq)) / len(hq))
+            return figures
+
+        def log(entry: dict) -> None:
+            entry = {**entry, "seconds": round(clock.wall(), 1), "cpu_hours": round(clock.cpu() / 3600.0, 4)}
+            with (out_dir / "log.jsonl").open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(entry) + "\n")
 
         def checkpoint(step: int) -> None:
             save_model(net, config, out_dir / "checkpoint", ARCHITECTURE)
             save_model(ema.shadow, config, out_dir / "restorer", ARCHITECTURE)
             save_trainer_state(out_dir, {"step": step, "optimizer": opt.state_dict(), "history": history,
-                                         "recipe": repr(recipe)})
+                                         "recipe": repr(recipe), "elapsed": clock.wall(),
+                                         "cpu_seconds": clock.cpu()})
 
         result = None
         last_ckpt = time.monotonic()
+        out_dir.mkdir(parents=True, exist_ok=True)
         net.train()
-        for step in range(start, recipe.steps):
+        step = start
+        clock.start_training()
+        spent = clock.expired()  # a resumed run whose time is up trains no more (raise minutes to go on)
+        while step < recipe.steps and not spent:
             for g in opt.param_groups:
-                g["lr"] = recipe.lr * lr_factor(step, recipe)
+                g["lr"] = recipe.lr * lr_factor(step, recipe, clock.progress())
             batch = next(batches)
             lq, hq = batch["lq"].to(dev, non_blocking=True), batch["hq"].to(dev, non_blocking=True)
             b = lq.shape[0]
-            cond = _conditions(detector, lq, batch.get("regions")) if detector is not None else None
+            if detector is None:
+                cond = None
+            elif "cond" in batch:  # pool: each region's detector output, computed when it entered
+                cond = batch["cond"].to(dev, non_blocking=True)
+            else:
+                cond = _conditions(detector, lq, batch.get("regions"))
             if cond is not None:
                 cond = swap_conditions(cond, recipe.condition_swap)
             t = torch.randint(1, sched.T + 1, (b,), device=dev)
@@ -357,25 +510,38 @@ def train(recipe: RestorerRecipe, data_dir: Path, val_dir: Path, out_dir: Path, 
             scaler.update()
             ema.update(net, step)
             loss_value = float(all_reduce_mean(loss.detach(), dist))
+            step += 1
+            # every rank stops at the same step, when the steps or (rank 0's) time run out
+            stop = torch.tensor([float(step == recipe.steps or (dist.is_main and clock.expired()))], device=dev)
+            last = bool(all_reduce_mean(stop, dist).item() > 0)
             if not dist.is_main:
+                if last:
+                    break
                 continue
-            info = StepInfo(step + 1, recipe.steps, loss_value, opt.param_groups[0]["lr"])
-            last = step + 1 == recipe.steps
-            if (step + 1) % recipe.val_every == 0 or last:
+            info = StepInfo(step, recipe.steps, loss_value, opt.param_groups[0]["lr"])
+            if step % recipe.log_every == 0 or last:
+                log({"step": step, "loss": loss_value, "lr": info.lr})
+            if step % recipe.val_every == 0 or last:
                 net.eval()
-                info.val_psnr, info.input_psnr = validate()
+                info.figures = validate()
+                info.val_psnr, info.input_psnr = info.figures["val"], info.figures["val_input"]
                 net.train()
-                history.append([step + 1, info.val_psnr])
-                result = {"val_psnr": info.val_psnr, "input_psnr": info.input_psnr, "history": history}
+                history.append([step, info.val_psnr])
+                log({"step": step, "val": info.figures})
+                result = {"val_psnr": info.val_psnr, "input_psnr": info.input_psnr, "history": history,
+                          "figures": info.figures, "steps": step}
             if last or time.monotonic() - last_ckpt > 60 * recipe.checkpoint_minutes or info.val_psnr is not None:
-                checkpoint(step + 1)
+                checkpoint(step)
                 last_ckpt = time.monotonic()
             if progress is not None:
                 progress(info)
-        if dist.is_main and result is None:  # resumed a finished run
-            checkpoint(recipe.steps)
-            psnr, inp = validate()
-            result = {"val_psnr": psnr, "input_psnr": inp, "history": history}
+            if last:
+                break
+        if dist.is_main and result is None:  # resumed a finished run (its steps or its time)
+            checkpoint(step)
+            figures = validate()
+            result = {"val_psnr": figures["val"], "input_psnr": figures["val_input"], "history": history,
+                      "figures": figures, "steps": step}
         return result
     finally:
         cleanup_distributed()

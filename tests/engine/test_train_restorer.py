@@ -221,3 +221,106 @@ def test_region_training_conditions_each_crop_on_its_whole_region(photos, detect
     assert len(regions) == recipe.steps * recipe.batch_size  # one analysis per training sample
     assert all(32 <= min(s[:2]) <= 80 for s in regions) and any(min(s[:2]) > 32 for s in regions)
     assert result["val_psnr"] > 0
+
+
+# ------------------------------------------------------------------ restorer v2: the shared region pool
+
+
+@pytest.fixture(scope="module")
+def presence_detector_dir(tmp_path_factory):
+    """A tiny detector v2 (ResNet tower with a presence head), as the restorer v2 is conditioned on."""
+    from engine.models.daclip import DaClip, DaClipConfig, save_pretrained
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("daclip_v2")
+    save_pretrained(DaClip(DaClipConfig.for_clip_model("PhotoMend-RN-Tiny-Test", presence=True)), out)
+    return out
+
+
+POOL = dict(pool_size=6, pool_refresh=1, region_min=40, region_max=64, renderers=("project",), val_images=3,
+            val_crop=32, identity_fraction=0.3, seed24_fraction=0.3, max_side=96)
+
+
+def test_pool_training_conditions_each_region_on_the_detectors_output(photos, presence_detector_dir, tmp_path,
+                                                                       monkeypatch):
+    import dataclasses
+    import json
+
+    from engine.detect import Detector
+
+    shapes = []
+    real = Detector.analyze
+
+    def spy(self, image):
+        shapes.append(image.shape)
+        return real(self, image)
+
+    monkeypatch.setattr(Detector, "analyze", spy)
+    recipe = dataclasses.replace(RECIPE, steps=4, batch_size=3, val_every=4, **POOL)
+    result = train(recipe, photos / "train", photos / "val", tmp_path, daclip_dir=presence_detector_dir,
+                   device="cpu")
+    # 6 pool regions + 3 refreshed (one after each batch but the last) + 3 x 3 validation crops' regions
+    assert len(shapes) == 6 + 3 + 9
+    assert all(min(s[:2]) >= 32 for s in shapes) and any(min(s[:2]) > 32 for s in shapes)  # regions, not crops
+    assert set(result["figures"]) == {"val", "val_input", "heldout", "heldout_input", "clean"}
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    val = [entry for entry in log if "val" in entry]
+    assert len(val) == 1 and val[0]["step"] == 4 and val[0]["cpu_hours"] > 0 and val[0]["seconds"] > 0
+    state = load_trainer_state(tmp_path)
+    assert state["step"] == 4 and state["cpu_seconds"] > 0 and state["elapsed"] > 0
+    assert RestorationModel.from_dir(tmp_path).conditioned
+
+
+def test_pool_ablation_and_resume(photos, tmp_path):
+    import dataclasses
+
+    recipe = dataclasses.replace(RECIPE, steps=2, batch_size=2, val_every=2, **POOL)
+    train(recipe, photos / "train", photos / "val", tmp_path, daclip_dir=None, device="cpu")
+    seen = []
+    result = train(dataclasses.replace(recipe, steps=3), photos / "train", photos / "val", tmp_path,
+                   daclip_dir=None, resume=True, device="cpu", progress=seen.append)
+    assert [s.step for s in seen] == [3] and result["steps"] == 3
+    assert not RestorationModel.from_dir(tmp_path).conditioned
+
+
+def test_a_time_budget_ends_the_run_and_is_carried_across_resumes(photos, tmp_path):
+    import dataclasses
+
+    quick = dataclasses.replace(RECIPE, steps=50, batch_size=2, val_every=50, val_images=2, minutes=1e-6)
+    result = train(quick, photos / "train", photos / "val", tmp_path, daclip_dir=None, device="cpu")
+    assert result["steps"] == 1  # the budget was spent by the first step
+    spent = load_trainer_state(tmp_path)["elapsed"]
+    assert spent > 0
+    again = train(quick, photos / "train", photos / "val", tmp_path, daclip_dir=None, resume=True, device="cpu")
+    assert again["steps"] == 1 and load_trainer_state(tmp_path)["elapsed"] >= spent  # nothing more to do
+    longer = dataclasses.replace(quick, steps=3, minutes=60.0)
+    assert train(longer, photos / "train", photos / "val", tmp_path, daclip_dir=None, resume=True,
+                 device="cpu")["steps"] == 3
+
+
+def test_time_progress_shortens_the_cosine():
+    r = RestorerRecipe(steps=1000, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_factor(100, r, time_progress=1.0) == pytest.approx(0.1)
+    assert lr_factor(100, r, time_progress=0.5) == pytest.approx(0.55)
+    assert lr_factor(900, r, time_progress=0.1) == lr_factor(900, r)  # the step's progress is further
+
+
+def test_pool_recipe_sizes_are_checked():
+    with pytest.raises(ValueError, match="region_min"):
+        RestorerRecipe(pool_size=10, crop=128, region_min=96, region_max=640)
+    with pytest.raises(ValueError, match="region_min"):
+        RestorerRecipe(pool_size=10, crop=128, region_min=128, region_max=0)
+
+
+def test_restorer_v2_recipe_loads_and_uses_the_shared_synthesis(tmp_path):
+    from engine.training.common import RecipeError, load_recipe
+
+    path = ROOT / "training" / "restorer_v2.toml"
+    recipe = load_recipe(path, RestorerRecipe)
+    assert recipe.pool_size > 0 and recipe.identity_fraction > 0 and recipe.seed24_fraction > 0
+    assert recipe.condition_swap > 0 and recipe.minutes > 0
+    assert tuple(recipe.renderers) == ("project", "albumentations")  # the held-out renderer stays out
+    bad = tmp_path / "bad.toml"
+    bad.write_text("mystery_knob = 3\n" + path.read_text())
+    with pytest.raises(RecipeError, match="mystery_knob"):
+        load_recipe(bad, RestorerRecipe)
