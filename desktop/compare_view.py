@@ -63,6 +63,7 @@ class CompareView(QWidget):
     """Paints ``comparison.before`` and ``comparison.after``; the mouse drags the split, pans and zooms."""
 
     imagesLoaded = Signal()
+    resized = Signal()  # the fit zoom changes with the size
     stepRequested = Signal(int)  # -1 / +1: the previous or next photo of the queue (arrow keys)
 
     def __init__(self, comparison: Comparison, parent: QWidget | None = None) -> None:
@@ -107,6 +108,10 @@ class CompareView(QWidget):
 
     def sizeHint(self) -> QSize:
         return QSize(640, 480)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self.resized.emit()
 
     def image_size(self) -> QSize:
         return self.before.size() if not self.before.isNull() else self.after.size()
@@ -334,6 +339,7 @@ class ComparePanel(QWidget):
         layout.addWidget(self.view, 1)
         comparison.subscribe(self._on_change)
         self.view.imagesLoaded.connect(lambda: self._on_change("images"))
+        self.view.resized.connect(lambda: self._on_change("view"))
         self._on_change("mode")
 
     def _tool(self, text: str, tip: str, checkable: bool = False) -> QToolButton:

@@ -121,3 +121,11 @@ def test_toggle_shows_one_image_over_the_whole_view(panel, qtbot):
     assert abs(on_screen.red() - after_left.red()) < 40  # the after image, also left of the middle
     with qtbot.waitSignal(view.stepRequested, check_params_cb=lambda step: step == 1):
         qtbot.keyClick(view, Qt.Key.Key_Down)
+
+
+def test_the_caption_follows_the_fit_zoom_when_resized(panel, qtbot):
+    first = panel.caption.text()
+    panel.resize(1280, 840)
+    qtbot.waitUntil(lambda: panel.caption.text() != first)
+    zoom = panel.view.effective_zoom() * panel.view.devicePixelRatioF()
+    assert panel.caption.text().endswith(f"{zoom:.0%}")
