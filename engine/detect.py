@@ -175,10 +175,11 @@ class Detector:
     def analyze(self, image: np.ndarray) -> Analysis:
         """Detection and condition for one full-size photo (see the module docstring for the rule)."""
         views, n_crops = self._views(image)
-        content, slots, probs, pooled = self._encode(views, with_pooled=True)
         if self.model.presence_head is not None:  # detector v2: one head reads all the views together
+            content, slots, probs, pooled = self._encode(views, with_pooled=True)
             score = torch.sigmoid(self.model.presence_logits(pooled, len(views)))[0]
         else:
+            content, slots, probs = self._encode(views)
             pres = self.presence(probs)  # [V, N]
             score = pres[0] if n_crops == 0 else torch.maximum(pres[0], pres[1:].mean(0))
         detection = self._detection(score)

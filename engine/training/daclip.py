@@ -293,7 +293,7 @@ class _Clock:
     budget: float            # seconds; 0: no budget
     base_share: float        # fraction of the budget for the base stage
     before: float = 0.0      # seconds spent before this process (resume)
-    started: float = dataclasses.field(default_factory=time.time)
+    started: float = dataclasses.field(default_factory=lambda: time.time())
 
     def elapsed(self) -> float:
         return self.before + time.time() - self.started
@@ -528,7 +528,7 @@ def train(recipe: DaClipRecipe, data: Path, out: Path, resume: bool = False, cli
         last = step == recipe.total_steps or bool(clock.budget and clock.stage_progress("control") >= 1.0)
         if validation is not None and (step % recipe.val_every == 0 or last):
             model.eval()
-            figures = validation.evaluate(model)
+            figures = validation.evaluate(model, stage=stage_name)
             model.train()
             with log_path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps({"step": step, "seconds": round(clock.elapsed(), 1), "val": figures}) + "\n")

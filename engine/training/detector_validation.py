@@ -51,7 +51,9 @@ class ValidationSets:
         return torch.stack(views), [frozenset(r.names) for r in pool.regions]
 
     @torch.no_grad()
-    def evaluate(self, model, batch: int = 32) -> dict:
+    def evaluate(self, model, batch: int = 32, stage: str = "control") -> dict:
+        """Figures per set. ``stage`` ``"base"`` reads the base tower (the controller is an untrained
+        copy until the control stage starts), ``"control"`` the controller, as detection does."""
         vocab = model.cfg.vocabulary
         out = {}
         for key, (views, true) in self.sets.items():
@@ -59,7 +61,10 @@ class ValidationSets:
             for i in range(0, len(views), batch):
                 chunk = views[i:i + batch]
                 n, v = chunk.shape[:2]
-                _, pooled, _ = model.control_features(chunk.flatten(0, 1))
+                if stage == "base":
+                    pooled = model.encode_base(chunk.flatten(0, 1))
+                else:
+                    _, pooled, _ = model.control_features(chunk.flatten(0, 1))
                 probs = torch.sigmoid(model.presence_logits(pooled, v))
                 for row in probs:
                     ranked = sorted(range(len(vocab)), key=lambda j: -float(row[j]))

@@ -236,3 +236,19 @@ def test_official_key_mapping_drops_the_visual_alias():
     mapped = official_to_project(official_state_dict())
     assert not any(k.startswith("visual.") or k.startswith("visual_control.") for k in mapped)
     assert mapped["slot_proj"].ndim == 3
+
+
+def test_presence_head_saves_loads_and_needs_a_resnet(tmp_path):
+    from engine.models.daclip import load_pretrained, save_pretrained
+
+    torch.manual_seed(1)
+    m = DaClip(DaClipConfig.for_clip_model("PhotoMend-RN-Tiny-Test", presence=True)).eval()
+    x = torch.rand(6, 3, 32, 32)
+    _, pooled, _ = m.control_features(x)
+    logits = m.presence_logits(pooled, 3)
+    assert logits.shape == (2, len(m.cfg.vocabulary))
+    save_pretrained(m, tmp_path, dtype=None)
+    again = load_pretrained(tmp_path)
+    assert again.cfg.presence and torch.allclose(again.presence_logits(again.control_features(x)[1], 3), logits)
+    with pytest.raises(ValueError, match="presence head needs a ResNet"):
+        DaClip(DaClipConfig.for_clip_model("PhotoMend-ViT-Tiny-Test", presence=True))

@@ -248,6 +248,50 @@ def test_crop_boxes_stay_inside():
     assert crop_boxes(50, 500, 96, 8) == []
 
 
+def test_crop_boxes_sit_on_the_jpeg_grid():
+    from engine.detect import CROP_GRID
+
+    for h, w in ((300, 500), (1001, 777), (3000, 4000)):
+        boxes = crop_boxes(h, w, 128, 8)
+        assert boxes and all(y % CROP_GRID == 0 and x % CROP_GRID == 0 for y, x in boxes)
+
+
+@pytest.fixture(scope="module")
+def presence_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    m = DaClip(DaClipConfig.for_clip_model("PhotoMend-RN-Tiny-Test", presence=True))
+    d = tmp_path_factory.mktemp("presence")
+    save_pretrained(m, d)
+    return d
+
+
+def test_a_presence_model_detects_with_its_head(presence_dir):
+    model = load_pretrained(presence_dir)
+    assert model.presence_head is not None
+    with torch.no_grad():  # the head says "noisy" and "hazy" whatever it sees, "blurry" never
+        last = model.presence_head.net[-1]
+        last.weight.zero_()
+        last.bias.fill_(-6.0)
+        last.bias[DEGRADATIONS.index("noisy")] = 4.0
+        last.bias[DEGRADATIONS.index("hazy")] = 2.0
+    det = Detector(model, n_crops=3).detect(_photo(100, 140))
+    assert det.degradations == ("noisy", "hazy")  # most probable first
+    assert det.scores["noisy"] == pytest.approx(float(torch.sigmoid(torch.tensor(4.0))), abs=1e-5)
+    assert det.scores["blurry"] < 0.01
+
+
+def test_the_presence_head_reads_the_crops(presence_dir):
+    """Damage in a native crop changes the score: the head sees more than the global view."""
+    model = load_pretrained(presence_dir)
+    det = Detector(model, n_crops=4)
+    photo = _photo(160, 160)
+    views, n = det._views(photo)
+    _, pooled, _ = model.control_features(views)
+    a = model.presence_logits(pooled, len(views))
+    b = model.presence_head(pooled[:1], pooled[1:][None] * 0 + pooled[:1][None])
+    assert n == 4 and not torch.allclose(a, b)
+
+
 # ---------------------------------------------------------------- CLI
 
 

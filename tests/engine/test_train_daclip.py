@@ -208,3 +208,30 @@ def test_separation_loss_pushes_collapsed_prototypes_apart():
     spread = F.normalize(raw.detach(), dim=-1)
     off_diagonal = (spread @ spread.t())[~torch.eye(12, dtype=torch.bool)]
     assert off_diagonal.mean() < 0.5 < float((collapsed @ collapsed.t()).min())
+
+
+def test_the_wall_clock_budget_splits_the_stages_and_drives_the_cosine(monkeypatch):
+    from engine.training import daclip as module
+
+    now = [1000.0]
+    monkeypatch.setattr(module.time, "time", lambda: now[0])
+    clock = module._Clock(budget=100.0, base_share=0.25, before=10.0)
+    assert clock.stage_progress("base") == pytest.approx(0.4)  # 10 s of 25
+    now[0] += 40.0  # 50 s in all: the base stage's time is over, the control stage is 1/3 through
+    assert clock.stage_progress("base") > 1.0 and clock.stage_progress("control") == pytest.approx(25 / 75)
+    # the cosine follows time when time runs ahead of the steps
+    assert module._lr_at(10, 0, 10_000, 1.0, 5, time_progress=1.0) == pytest.approx(0.0)
+    assert module._lr_at(10, 0, 10_000, 1.0, 5, time_progress=0.5) == pytest.approx(0.5)
+    assert module._lr_at(2, 0, 10_000, 1.0, 5) == pytest.approx(0.6 * 0.5 * (1 + 1))  # warm-up
+    assert module._Clock(budget=0.0, base_share=0.5).stage_progress("control") == 0.0
+
+
+def test_a_pool_run_with_presence_stops_at_its_budget(photos, tmp_path):
+    recipe = DaClipRecipe(**{**TINY, "clip_model": "PhotoMend-RN-Tiny-Test", "views": "pool", "presence": True,
+                             "region_min": 48, "region_max": 64, "pool_size": 8, "n_crops": 2, "batch_size": 3,
+                             "base_steps": 100_000, "control_steps": 100_000, "minutes": 0.02,
+                             "renderers": ("project",)})
+    result = train(recipe, photos, tmp_path / "run")
+    assert 0 < result["steps"] < recipe.total_steps
+    model = load_pretrained(tmp_path / "run" / "model")
+    assert model.presence_head is not None
