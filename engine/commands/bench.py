@@ -91,7 +91,7 @@ def run_worker(image: Path, steps: int, device: str, tile: int | None, model: Pa
         return out
 
     restorer.model.predict = timed_predict
-    options = RestoreOptions(steps=steps, tile=tile)
+    options = RestoreOptions(steps=steps, tile=tile, guard=None)  # timed: the guard must not skip the network
     with tempfile.TemporaryDirectory() as tmp:
         cpu0 = time.process_time()
         t1 = time.perf_counter()
