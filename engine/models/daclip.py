@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.models.conv_tower import STAND_IN_VISION_CFG, UnshuffleConvTower, is_custom_tower
 from engine.models.serialization import load_weights, read_config, save_model
 from engine.vocab import DEGRADATIONS, NONE, PHYSICAL_ORDER
 
@@ -170,12 +171,19 @@ class PresenceHead(nn.Module):
 
 
 def is_resnet_tower(visual: nn.Module) -> bool:
-    """True for open_clip's ``ModifiedResNet`` image tower, False for its ``VisionTransformer``."""
-    return hasattr(visual, "attnpool") and hasattr(visual, "layer4")
+    """True for a convolutional tower (open_clip's ``ModifiedResNet`` or the project's
+    :class:`~engine.models.conv_tower.UnshuffleConvTower`), False for a ``VisionTransformer``."""
+    return hasattr(visual, "attnpool") and (hasattr(visual, "layer4") or hasattr(visual, "blocks"))
 
 
 def _resnet_blocks(visual: nn.Module) -> list[nn.Module]:
+    if hasattr(visual, "blocks"):
+        return list(visual.blocks)
     return [block for layer in (visual.layer1, visual.layer2, visual.layer3, visual.layer4) for block in layer]
+
+
+def _block_width(block: nn.Module) -> int:
+    return block.out_channels if hasattr(block, "out_channels") else block.conv3.out_channels
 
 
 def _run_resnet(visual: nn.Module, x: torch.Tensor, control: list[torch.Tensor] | None = None,
@@ -236,12 +244,17 @@ class DaClip(nn.Module):
         if cfg.n_slots not in (1, 2):
             raise ValueError("n_slots must be 1 or 2")
         self.cfg = cfg
-        self.clip = open_clip.CLIP(**cfg.clip_cfg)
+        vision_cfg = cfg.clip_cfg["vision_cfg"]
+        if is_custom_tower(vision_cfg):  # the project's tower in place of open_clip's image tower
+            self.clip = open_clip.CLIP(**{**cfg.clip_cfg, "vision_cfg": STAND_IN_VISION_CFG})
+            self.clip.visual = UnshuffleConvTower.from_config(vision_cfg, cfg.clip_cfg["embed_dim"])
+        else:
+            self.clip = open_clip.CLIP(**cfg.clip_cfg)
         visual = self.clip.visual
         self.controller = copy.deepcopy(visual)
         self.resnet = is_resnet_tower(visual)
         if self.resnet:
-            widths = [block.conv3.out_channels for block in _resnet_blocks(visual)]
+            widths = [_block_width(block) for block in _resnet_blocks(visual)]
             self.zero_linears = nn.ModuleList(nn.Conv2d(c, c, 1) for c in widths)
             dim = visual.output_dim
             self.slot_proj = nn.Parameter(torch.eye(dim).unsqueeze(0).repeat(cfg.n_slots, 1, 1))
