@@ -23,11 +23,12 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.api import Cancelled, CancelToken, ProgressEvent, RestoreOptions
-from engine.guard import applied_strength
+from engine.api import Cancelled, CancelToken, Detection, ProgressEvent, RestoreOptions
+from engine.guard import GuardDecision, applied_strength
 from engine.imageio import (
     FORMATS,
     IMAGE_SUFFIXES,
@@ -230,6 +231,53 @@ def _one_line(exc: BaseException, path: Path) -> str:
     return text if str(path) in text else f"{path}: {text}"
 
 
+class _Planner:
+    """Where each input goes and whether it is skipped, decided in input order, ahead of the restoring
+    loop when the reader needs to know which photo comes next."""
+
+    def __init__(self, inputs: list[tuple[Path, Path]], settings: BatchSettings, record: dict, manifest: Manifest):
+        self.inputs, self.settings, self.record, self.manifest = inputs, settings, record, manifest
+        self.taken: set[Path] = set()
+        self._plans: dict[int, tuple[Path, str, dict | None] | Exception] = {}
+
+    def plan(self, index: int) -> tuple[Path, str, dict | None]:
+        """``(output, key, manifest entry or None)`` for input ``index``; raises its planning error."""
+        for i in range(len(self._plans), index + 1):  # in order: ``taken`` depends on the earlier inputs
+            try:
+                self._plans[i] = self._plan_one(*self.inputs[i])
+            except Exception as exc:  # raised when the loop reaches that input
+                self._plans[i] = exc
+        planned = self._plans[index]
+        if isinstance(planned, Exception):
+            raise planned
+        return planned
+
+    def next_to_restore(self, after: int) -> int | None:
+        """The first input after ``after`` that will be restored (not skipped, not failing to plan)."""
+        for i in range(after + 1, len(self.inputs)):
+            try:
+                if self.plan(i)[2] is None:
+                    return i
+            except Exception:
+                continue
+        return None
+
+    def _plan_one(self, path: Path, root: Path) -> tuple[Path, str, dict | None]:
+        path, settings = Path(path), self.settings
+        output = plan_output(path, root, settings)
+        if output in self.taken:  # two inputs mapping to one output (e.g. a.jpg and a.png as JPEG)
+            output = _numbered(output, self.taken)
+        if output.exists() and os.path.samefile(output, path):
+            raise BatchFileError(f"{path}: the output would overwrite the input; "
+                                 "choose another output folder or a suffix")
+        key = _file_key(self.record, path)
+        entry = self.manifest.lookup(output, key) if settings.overwrite == "skip" else None
+        if entry is None and settings.overwrite == "rename":
+            output = _numbered(output, self.taken)
+        self.taken.add(output)
+        return output, key, entry
+
+
 def run_batch(inputs: list[tuple[Path, Path]], settings: BatchSettings, restorer: Restorer,
               on_event: Callable[[BatchEvent], None] | None = None,
               cancel: CancelToken | None = None, analyses: AnalysisCache | None = None) -> list[FileResult]:
@@ -243,6 +291,12 @@ def run_batch(inputs: list[tuple[Path, Path]], settings: BatchSettings, restorer
     Events: ``started``, ``detected``, ``progress`` (per tile), then ``done``, ``skipped``,
     ``failed`` or ``cancelled``. When ``cancel`` fires, the current file stops within one tile
     and it and the files not yet started are reported ``cancelled``.
+
+    Overlap: while a photo is restored, a reader thread decodes the next photo to restore and a
+    writer thread encodes and records the previous one (at most one of each, so memory holds at
+    most two photos more than a serial loop). A photo's ``done`` (or, when writing fails,
+    ``failed``) therefore comes once its file is written, which may be after the next photo's
+    ``started``. Every event is emitted from the calling thread.
     """
     emit = on_event or (lambda event: None)
     total = len(inputs)
@@ -250,79 +304,95 @@ def run_batch(inputs: list[tuple[Path, Path]], settings: BatchSettings, restorer
     options = RestoreOptions(steps=settings.steps, tile=settings.tile, degradations=settings.degradations,
                              keep_clean=settings.keep_clean, strength=settings.strength, guard=settings.guard)
     manifest = Manifest(settings.output_dir)
-    taken: set[Path] = set()
+    planner = _Planner(inputs, settings, record, manifest)
     results: list[FileResult] = []
+    reads: dict[int, Future] = {}
+    writing: list[tuple[Future, FileResult, int, float, Detection, GuardDecision | None]] = []  # at most one
 
-    for index, (path, root) in enumerate(inputs):
-        path = Path(path)
-        if cancel is not None and cancel.cancelled:
-            results.append(FileResult(str(path), "cancelled", settings=record))
-            emit(BatchEvent("cancelled", path, index, total))
-            continue
-        emit(BatchEvent("started", path, index, total))
-        start = time.perf_counter()
-        result = FileResult(str(path), "failed", settings=record)
+    def finish_write(block: bool) -> None:
+        if not writing or not (block or writing[0][0].done()):
+            return
+        future, result, index, start, detection, guard = writing.pop()
+        path, output = Path(result.path), Path(result.output)
         try:
-            output = plan_output(path, root, settings)
-            if output in taken:  # two inputs mapping to one output (e.g. a.jpg and a.png as JPEG)
-                output = _numbered(output, taken)
-            if output.exists() and os.path.samefile(output, path):
-                raise BatchFileError(f"{path}: the output would overwrite the input; "
-                                     "choose another output folder or a suffix")
-            key = _file_key(record, path)
-            entry = manifest.lookup(output, key) if settings.overwrite == "skip" else None
-            if entry is not None:
-                taken.add(output)
-                result = FileResult(str(path), "skipped", str(output), list(entry.get("degradations", [])),
-                                    dict(entry.get("scores", {})), record, guard=entry.get("guard"),
-                                    strength=entry.get("strength"))
-                emit(BatchEvent("skipped", path, index, total, output=output))
-                results.append(result)
-                continue
-            if settings.overwrite == "rename":
-                output = _numbered(output, taken)
-            taken.add(output)
-            result.output = str(output)
-
-            loaded = load_image(path)
-            prepared = None
-            if analyses is not None and options.degradations is None:
-                prepared = analyses.lookup(path, restorer)
-            if prepared is None:
-                prepared = restorer.prepare(loaded.pixels, options)
-            detection = prepared.detection
-            result.degradations = list(detection.degradations)
-            result.scores = {k: round(float(v), 4) for k, v in detection.scores.items()}
-            guard = restorer.guard_decision(prepared, options)
-            result.guard = guard.to_json() if guard is not None else None
-            result.strength = round(applied_strength(options.strength, guard), 4)
-            emit(BatchEvent("detected", path, index, total, output=output, detection=detection, guard=guard))
-
-            def on_progress(event: ProgressEvent, _index=index, _path=path, _output=output) -> None:
-                if event.stage == "restore":
-                    emit(BatchEvent("progress", _path, _index, total, output=_output,
-                                    done=event.done, todo=event.total))
-
-            pixels = restorer.restore_prepared(loaded.pixels, prepared, options, on_progress, cancel)
-            if cancel is not None:  # cancelled during the last tile: write nothing
-                cancel.raise_if_cancelled()
-            fmt = normalize_format(output.suffix)
-            save_image(pixels, output, format=fmt, quality=settings.quality, metadata=loaded)
-            del pixels, loaded
-            manifest.record(output, key, path, result.degradations, result.scores, result.guard, result.strength)
+            future.result()
             result.status = "done"
-            result.seconds = round(time.perf_counter() - start, 3)
+        except Exception as exc:
+            result.status, result.error = "failed", _one_line(exc, path)
+        result.seconds = round(time.perf_counter() - start, 3)
+        if result.status == "done":
             emit(BatchEvent("done", path, index, total, output=output, detection=detection,
                             seconds=result.seconds, guard=guard))
-        except Cancelled:
-            result.status, result.error = "cancelled", "cancelled by the user"
-            result.seconds = round(time.perf_counter() - start, 3)
-            emit(BatchEvent("cancelled", path, index, total, seconds=result.seconds))
-        except Exception as exc:  # one bad file must not stop the batch
-            result.status, result.error = "failed", _one_line(exc, path)
-            result.seconds = round(time.perf_counter() - start, 3)
+        else:
             emit(BatchEvent("failed", path, index, total, seconds=result.seconds, error=result.error))
-        results.append(result)
+
+    def write(pixels, loaded, output: Path, key: str, path: Path, result: FileResult) -> None:  # writer thread
+        save_image(pixels, output, format=normalize_format(output.suffix), quality=settings.quality, metadata=loaded)
+        manifest.record(output, key, path, result.degradations, result.scores, result.guard, result.strength)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="photomend-read") as reader, \
+            ThreadPoolExecutor(1, thread_name_prefix="photomend-write") as writer:
+        for index, (path, _root) in enumerate(inputs):
+            path = Path(path)
+            finish_write(block=False)
+            if cancel is not None and cancel.cancelled:
+                results.append(FileResult(str(path), "cancelled", settings=record))
+                emit(BatchEvent("cancelled", path, index, total))
+                continue
+            emit(BatchEvent("started", path, index, total))
+            start = time.perf_counter()
+            result = FileResult(str(path), "failed", settings=record)
+            results.append(result)
+            try:
+                output, key, entry = planner.plan(index)
+                if entry is not None:
+                    results[-1] = FileResult(str(path), "skipped", str(output), list(entry.get("degradations", [])),
+                                             dict(entry.get("scores", {})), record, guard=entry.get("guard"),
+                                             strength=entry.get("strength"))
+                    emit(BatchEvent("skipped", path, index, total, output=output))
+                    continue
+                result.output = str(output)
+
+                pending = reads.pop(index, None) or reader.submit(load_image, path)
+                loaded = pending.result()
+                upcoming = planner.next_to_restore(index)
+                if upcoming is not None:  # decode it while this photo is detected and restored
+                    reads[upcoming] = reader.submit(load_image, Path(inputs[upcoming][0]))
+                prepared = None
+                if analyses is not None and options.degradations is None:
+                    prepared = analyses.lookup(path, restorer)
+                if prepared is None:
+                    prepared = restorer.prepare(loaded.pixels, options)
+                detection = prepared.detection
+                result.degradations = list(detection.degradations)
+                result.scores = {k: round(float(v), 4) for k, v in detection.scores.items()}
+                guard = restorer.guard_decision(prepared, options)
+                result.guard = guard.to_json() if guard is not None else None
+                result.strength = round(applied_strength(options.strength, guard), 4)
+                emit(BatchEvent("detected", path, index, total, output=output, detection=detection, guard=guard))
+
+                def on_progress(event: ProgressEvent, _index=index, _path=path, _output=output) -> None:
+                    finish_write(block=False)
+                    if event.stage == "restore":
+                        emit(BatchEvent("progress", _path, _index, total, output=_output,
+                                        done=event.done, todo=event.total))
+
+                pixels = restorer.restore_prepared(loaded.pixels, prepared, options, on_progress, cancel)
+                if cancel is not None:  # cancelled during the last tile: write nothing
+                    cancel.raise_if_cancelled()
+                finish_write(block=True)
+                writing.append((writer.submit(write, pixels, loaded, output, key, path, result), result, index,
+                                start, detection, guard))
+                del pixels, loaded
+            except Cancelled:
+                result.status, result.error = "cancelled", "cancelled by the user"
+                result.seconds = round(time.perf_counter() - start, 3)
+                emit(BatchEvent("cancelled", path, index, total, seconds=result.seconds))
+            except Exception as exc:  # one bad file must not stop the batch
+                result.status, result.error = "failed", _one_line(exc, path)
+                result.seconds = round(time.perf_counter() - start, 3)
+                emit(BatchEvent("failed", path, index, total, seconds=result.seconds, error=result.error))
+        finish_write(block=True)
     return results
 
 

@@ -214,8 +214,11 @@ def run(args) -> int:
         if out.resolve() == path.resolve():
             raise UsageError(f"{path}: the output would overwrite the input; use --suffix or another -o")
 
+    from engine.allocator import keep_freed_memory
     from engine.models.serialization import ModelFileError
     from engine.runtime import ModelNotFoundError, Restorer
+
+    keep_freed_memory()  # this process is ours: tiles reuse freed memory instead of faulting it in again
 
     try:
         restorer = Restorer(model_dir, device=settings.device)

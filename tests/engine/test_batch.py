@@ -162,3 +162,127 @@ def test_rename_policy_and_colliding_outputs(tree, tmp_path):
     renamed = run_batch(collect_inputs([tree]), BatchSettings(out, tile=128, overwrite="rename"), fake_restorer())
     names = {Path(r.path).name: Path(r.output).name for r in renamed}
     assert names == {"a.jpg": "a (2).jpg", "a.png": "a.png", "b.png": "b.png"}  # existing a.jpg kept
+
+
+# --------------------------------------------------------------------------- overlap (reader and writer threads)
+
+
+class WatchedRestorer:
+    """Wraps a restorer and calls ``before_restore(name)`` as each photo's restoration begins (the
+    name comes from the batch's ``started`` events: pass :meth:`on_event` to ``run_batch``)."""
+
+    def __init__(self, restorer, before_restore):
+        self._inner, self.before_restore, self.current = restorer, before_restore, None
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def on_event(self, event):
+        if event.kind == "started":
+            self.current = event.path.name
+
+    def restore_prepared(self, image, prepared, options, progress=None, cancel=None):
+        self.before_restore(self.current)
+        return self._inner.restore_prepared(image, prepared, options, progress, cancel)
+
+
+def test_the_next_photo_is_decoded_while_the_current_one_is_restored(tree, tmp_path, monkeypatch):
+    import threading
+
+    import engine.batch as batch
+
+    decoded_b, threads, seen = threading.Event(), set(), {}
+    real_load = batch.load_image
+
+    def load(path):
+        threads.add(threading.current_thread().name)
+        loaded = real_load(path)
+        if Path(path).name == "b.png":
+            decoded_b.set()
+        return loaded
+
+    def before_restore(name):
+        if name == "a.jpg":  # restoring a.jpg waits for b.png's decoding: it must run meanwhile
+            seen["b decoded"] = decoded_b.wait(10)
+
+    monkeypatch.setattr(batch, "load_image", load)
+    restorer = WatchedRestorer(fake_restorer(), before_restore)
+    callers = set()
+
+    def on_event(event):
+        callers.add(threading.current_thread().name)
+        restorer.on_event(event)
+
+    results = run_batch(collect_inputs([tree], recursive=True), BatchSettings(tmp_path / "out", tile=128), restorer,
+                        on_event)
+    assert [r.status for r in results] == ["done"] * 3 and seen == {"b decoded": True}
+    assert all(name.startswith("photomend-read") for name in threads)
+    assert callers == {threading.current_thread().name}  # every event from the calling thread
+
+
+def test_a_photo_is_written_while_the_next_one_is_restored(tree, tmp_path, monkeypatch):
+    import threading
+
+    import engine.batch as batch
+
+    b_restoring, seen = threading.Event(), {}
+    real_save = batch.save_image
+
+    def save(pixels, path, **kwargs):
+        if Path(path).name == "a.jpg":  # a.jpg's write waits for b.png's restoration to begin
+            seen["b restoring"] = b_restoring.wait(10)
+        return real_save(pixels, path, **kwargs)
+
+    def before_restore(name):
+        if name == "b.png":
+            b_restoring.set()
+
+    monkeypatch.setattr(batch, "save_image", save)
+    restorer = WatchedRestorer(fake_restorer(), before_restore)
+    order = []
+
+    def on_event(event):
+        order.append((event.kind, event.path.name))
+        restorer.on_event(event)
+
+    results = run_batch(collect_inputs([tree], recursive=True), BatchSettings(tmp_path / "out", tile=128), restorer,
+                        on_event)
+    assert [r.status for r in results] == ["done"] * 3 and seen == {"b restoring": True}
+    assert order.index(("done", "a.jpg")) > order.index(("started", "b.png"))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [MANIFEST_NAME, "a.jpg", "b.png", "trip"]
+
+
+def test_a_failed_write_fails_that_photo_only(tree, tmp_path, monkeypatch):
+    import engine.batch as batch
+
+    real_save = batch.save_image
+
+    def save(pixels, path, **kwargs):
+        if Path(path).name == "b.png":
+            raise OSError(28, "No space left on device")
+        return real_save(pixels, path, **kwargs)
+
+    monkeypatch.setattr(batch, "save_image", save)
+    events, restorer = [], fake_restorer()
+    inputs, settings = collect_inputs([tree], recursive=True), BatchSettings(tmp_path / "out", tile=128)
+    results = run_batch(inputs, settings, restorer, events.append)
+    assert [r.status for r in results] == ["done", "failed", "done"]
+    assert "No space left on device" in results[1].error and "b.png" in results[1].error
+    assert [e.kind for e in events if e.path.name == "b.png"][-1] == "failed"
+    monkeypatch.setattr(batch, "save_image", real_save)
+    rerun = run_batch(inputs, settings, restorer)
+    assert [r.status for r in rerun] == ["skipped", "done", "skipped"]  # only b.png was left undone
+
+
+def test_skipped_photos_are_not_decoded(tree, tmp_path, monkeypatch):
+    import engine.batch as batch
+
+    inputs = collect_inputs([tree], recursive=True)
+    settings, restorer = BatchSettings(tmp_path / "out", tile=128), fake_restorer()
+    run_batch(inputs, settings, restorer)
+    (tmp_path / "out" / "trip" / "c.jpg").unlink()
+    loaded = []
+    real_load = batch.load_image
+    monkeypatch.setattr(batch, "load_image", lambda path: loaded.append(Path(path).name) or real_load(path))
+    again = run_batch(inputs, settings, restorer)
+    assert [r.status for r in again] == ["skipped", "skipped", "done"] and loaded == ["c.jpg"]

@@ -134,11 +134,14 @@ def test_bench_writes_its_table_and_keeps_notes(tmp_path, tiny_bundle, capsys): 
     out = tmp_path / "PERF.md"
     out.write_text("## Notes\nkept\n")
     assert main(["bench", "--sizes", "0.05", "--model", str(tiny_bundle), "--device", "cpu",
-                 "--out", str(out)]) == 0
+                 "--out", str(out), "--repeat", "1", "--end-to-end", "0.05", "--no-compute"]) == 0
     text = out.read_text()
     assert "| MP | size |" in text and "peak RSS" in text and "## Notes\nkept" in text
     row = [line for line in text.splitlines() if line.startswith("| 0.05")][0]
     assert int(row.rstrip(" |").split("|")[-1]) > 0  # a peak RSS was measured
+    assert "## Cold start" in text and "## End to end" in text and "Ratio: **" in text
+    e2e = [line for line in text.split("## End to end")[1].splitlines() if line.startswith("| ")]
+    assert e2e[0].startswith("| runs s") and float(e2e[1].rstrip(" |").split("|")[-1]) > 100  # peak RSS, MB
 
 
 def test_guard_on_by_default_and_off_on_request(photos, tmp_path, tiny_bundle):  # noqa: F811
