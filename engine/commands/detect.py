@@ -57,6 +57,9 @@ def _expand(paths: list[Path], recursive: bool) -> list[Path]:
 
 
 def _load_detector(args):
+    from engine.models.clip_towers import import_open_clip
+
+    import_open_clip()  # before the detector: open_clip's towers without torchvision
     from engine.cli import UsageError
     from engine.detect import Detector
     from engine.device import pick_device
