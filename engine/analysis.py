@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.api import Detection, RestoreOptions
+from engine.guard import GuardDecision
 from engine.imageio import load_image
 
 if TYPE_CHECKING:
@@ -71,6 +72,16 @@ class AnalysisCache:
         except OSError:
             return None
         return self._entries.get(key)
+
+    def guard(self, path: Path) -> GuardDecision | None:
+        """The do-no-harm guard's decision for an analysed, unchanged photo (its ``estimate``, 0-1, is
+        how likely restoring helps; ``strength`` what the guard will apply at most; ``describe()`` one
+        line for a queue row), or ``None`` when the photo was not analysed or the file changed."""
+        try:
+            found = self._entries.get(_file_key(path))
+        except OSError:
+            return None
+        return found.guard if found is not None else None
 
     def clear(self) -> None:
         self._entries.clear()

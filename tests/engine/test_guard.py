@@ -168,3 +168,16 @@ def test_batch_reports_the_estimate_and_the_applied_strength(tmp_path):
     assert again[0].status == "skipped" and again[0].guard == kept[0].guard and again[0].strength == 0.0
     assert settings_record(BatchSettings(tmp_path, guard=None))["guard"] is None
     assert settings_record(BatchSettings(tmp_path)) != settings_record(BatchSettings(tmp_path, guard=None))
+
+
+def test_the_analysis_cache_gives_the_estimate_for_the_queue_row(tmp_path):
+    from engine.analysis import AnalysisCache
+
+    _write(tmp_path / "a.png")
+    cache = AnalysisCache(restorer_for({"hazy": 0.625}))
+    assert cache.guard(tmp_path / "a.png") is None  # not analysed yet
+    cache.analyze(tmp_path / "a.png")
+    decision = cache.guard(tmp_path / "a.png")
+    assert decision.estimate == pytest.approx(0.625) and decision.strength == pytest.approx(0.5)
+    assert "hazy 0.62" in decision.describe() or "hazy 0.63" in decision.describe()
+    assert cache.guard(tmp_path / "missing.png") is None
