@@ -18,6 +18,9 @@ def register(sub) -> None:
     parser.add_argument("--guard", choices=("off", "on", "both"), default="off",
                         help="the do-no-harm guard on the model: off (default), on (guarded figures only) or "
                              "both (with and without it, side by side)")
+    parser.add_argument("--guard-ramp", default=None, metavar="LOW,HIGH",
+                        help="the guard's ramp on its confidence scale: input kept at or below LOW, full "
+                             "strength from HIGH (default: engine.guard.GuardConfig's 0.5,0.75), to tune it")
     parser.add_argument("--model", type=Path, required=True, help="model folder (restorer + detector)")
     parser.add_argument("--data", type=Path, required=True, help="folder made by `photomend synth`")
     parser.add_argument("--ablation", type=Path, help="model folder of the unconditioned ablation restorer")
@@ -53,10 +56,20 @@ def run(args) -> int:
     from engine.detect import Detector
     from engine.device import pick_device
     from engine.evaluate import EvalDataError, evaluate, load_pairs, markdown_report, spread_subset, write_csv
+    from engine.guard import GuardConfig
     from engine.models.serialization import ModelFileError
     from engine.restoration import RestorationModel
 
     steps_list = _parse_steps(args.steps)
+    guard = None if args.guard == "off" else GuardConfig()
+    if args.guard_ramp is not None:
+        if guard is None:
+            raise UsageError("--guard-ramp needs --guard on or both")
+        try:
+            low, high = (float(v) for v in args.guard_ramp.split(","))
+            guard = GuardConfig(keep_below=low, full_above=high)
+        except ValueError as exc:
+            raise UsageError(f"--guard-ramp: expected LOW,HIGH with 0 <= LOW < HIGH <= 1 ({exc})") from None
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -74,9 +87,6 @@ def run(args) -> int:
     except (ModelFileError, EvalDataError, ValueError) as exc:
         raise UsageError(str(exc)) from None
 
-    from engine.guard import GuardConfig
-
-    guard = GuardConfig() if args.guard != "off" else None
     runs = [("model", model, detector)] + ([("ablation", ablation, None)] if ablation is not None else [])
     results: dict[str, list] = {name: [] for name, _, _ in runs}
     with tqdm(total=len(pairs) * len(steps_list) * len(runs), unit="pair", desc="eval", file=sys.stderr,

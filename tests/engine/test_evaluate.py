@@ -202,3 +202,17 @@ def test_cli_guard_both_and_on(synth_dir, model_dirs, tmp_path, capsys):
     assert main(["eval", "--model", str(cond), "--data", str(synth_dir), "--guard", "on", "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert "(guard on)" in printed and "guarded PSNR" not in printed  # one set of columns: the guarded ones
+
+
+def test_cli_guard_ramp_tunes_the_guard(synth_dir, model_dirs, tmp_path):
+    from engine.cli import main
+
+    cond, _ = model_dirs
+    base = ["eval", "--model", str(cond), "--data", str(synth_dir), "--device", "cpu", "--limit", "2"]
+    # ramp 0-0.001: any detection's confidence is above it, nothing detected still keeps the input
+    assert main(base + ["--guard", "both", "--guard-ramp", "0,0.001", "--out", str(tmp_path / "r")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "r.csv")))
+    assert all(float(r["guard_strength"]) in (0.0, 1.0) for r in rows if r["n"] == "1")  # a step, not a ramp
+    assert main(base + ["--guard-ramp", "0.5,0.75"]) == 2  # the guard is off
+    assert main(base + ["--guard", "on", "--guard-ramp", "0.8,0.2"]) == 2
+    assert main(base + ["--guard", "on", "--guard-ramp", "x"]) == 2
