@@ -46,21 +46,26 @@ class AnalysisRequest:
 
 
 class PendingAnalyses:
-    """Photos waiting to be analysed, in queue order; safe to use from both threads."""
+    """Photos waiting to be analysed, in queue order, each with the model to analyse it with.
+
+    Safe to use from both threads. Each photo carries its own request, so a photo queued again
+    after a change of model is analysed with the new one even when an older loop picks it up.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._paths: dict[Path, None] = {}  # an ordered set
+        self._paths: dict[Path, AnalysisRequest] = {}  # insertion-ordered
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._paths)
 
-    def put(self, paths) -> int:
-        """Append ``paths`` not yet waiting; returns how many were added."""
+    def put(self, paths, request: AnalysisRequest) -> int:
+        """Append ``paths`` not yet waiting (a waiting one takes the new request); returns how many were new."""
         with self._lock:
             before = len(self._paths)
-            self._paths.update(dict.fromkeys(Path(p) for p in paths))
+            for p in paths:
+                self._paths[Path(p)] = request
             return len(self._paths) - before
 
     def discard(self, paths) -> None:
@@ -74,14 +79,13 @@ class PendingAnalyses:
             dropped, self._paths = list(self._paths), {}
             return dropped
 
-    def pop(self) -> Path | None:
-        """The next photo to analyse, or None."""
+    def pop(self) -> tuple[Path, AnalysisRequest] | None:
+        """The next photo to analyse and its request, or None."""
         with self._lock:
             if not self._paths:
                 return None
             path = next(iter(self._paths))
-            del self._paths[path]
-            return path
+            return path, self._paths.pop(path)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -135,13 +139,14 @@ class BatchWorker(QObject):
             self.log.emit(f"Model loaded in {time.perf_counter() - t0:.1f} s.")
         return self._restorer
 
-    @Slot(object)
-    def analyze(self, request: AnalysisRequest) -> None:
+    @Slot()
+    def analyze(self) -> None:
         """Analyse the pending photos in order until none is left or a batch is waiting."""
         while not self.batch_waiting.is_set():
-            path = self.pending.pop()
-            if path is None:
+            item = self.pending.pop()
+            if item is None:
                 return
+            path, request = item
             try:
                 self._restorer_for(request.model_dir, request.device)
             except Exception as exc:  # the model did not load: no photo can be analysed
@@ -187,7 +192,7 @@ class WorkerHost(QObject):
     ``cancel()`` and ``cancel_analysis()`` return at once."""
 
     requested = Signal(object)
-    analysisRequested = Signal(object)
+    analysisRequested = Signal()
 
     def __init__(self, restorer_factory: RestorerFactory | None = None, parent: QObject | None = None):
         super().__init__(parent)
@@ -197,7 +202,6 @@ class WorkerHost(QObject):
         self.worker.moveToThread(self.thread)
         self.requested.connect(self.worker.run)
         self.analysisRequested.connect(self.worker.analyze)
-        self._analysis_request: AnalysisRequest | None = None
         self.worker.finished.connect(self._on_end)
         self.worker.failed.connect(self._on_end)
         self.busy = False
@@ -217,9 +221,9 @@ class WorkerHost(QObject):
 
     def analyze(self, paths, model_dir: Path | None, device: str) -> None:
         """Queue ``paths`` for analysis (after the batch when one runs)."""
-        self._analysis_request = AnalysisRequest(model_dir, device)
-        if self.worker.pending.put(paths) and not self.busy:
-            self.analysisRequested.emit(self._analysis_request)
+        self.worker.pending.put(paths, AnalysisRequest(model_dir, device))
+        if not self.busy:
+            self.analysisRequested.emit()
 
     def cancel_analysis(self, paths=None) -> list[Path]:
         """Drop ``paths`` (default: all) from the photos waiting for analysis; returns those dropped."""
@@ -236,8 +240,8 @@ class WorkerHost(QObject):
     @Slot()
     def _on_end(self, *_args) -> None:
         self.busy = False
-        if len(self.worker.pending) and self._analysis_request is not None:
-            self.analysisRequested.emit(self._analysis_request)  # what the batch interrupted
+        if len(self.worker.pending):
+            self.analysisRequested.emit()  # what the batch interrupted
 
     def shutdown(self, wait_ms: int = 10000) -> None:
         """Cancel, stop the thread's event loop and wait for it (call before the app quits)."""
