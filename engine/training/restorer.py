@@ -394,13 +394,15 @@ def train(recipe: RestorerRecipe, data_dir: Path, val_dir: Path, out_dir: Path, 
         start = 0
         history: list[list[float]] = []
         clock = Clock(60.0 * recipe.minutes)
-        opt = torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
         if init_dir is not None and state is None:
             load_weights(net, Path(init_dir) / "restorer", upgrade_key=upgrade_key)
             ema.shadow.load_state_dict(net.state_dict())
         if state is not None:
             load_weights(net, out_dir / "checkpoint")
             load_weights(ema.shadow, out_dir / "restorer")
+        # after loading: load_weights assigns new tensors, which an optimizer made before would not see
+        opt = torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+        if state is not None:
             opt.load_state_dict(state["optimizer"])
             start = int(state["step"])
             history = [list(h) for h in state.get("history", [])]
@@ -461,7 +463,7 @@ def train(recipe: RestorerRecipe, data_dir: Path, val_dir: Path, out_dir: Path, 
             return figures
 
         def log(entry: dict) -> None:
-            entry = {**entry, "seconds": round(clock.wall(), 1), "cpu_hours": round(clock.cpu() / 3600.0, 4)}
+            entry = {**entry, "seconds": round(clock.wall(), 1), "cpu_hours": round(clock.cpu() / 3600.0, 7)}
             with (out_dir / "log.jsonl").open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(entry) + "\n")
 
