@@ -8,7 +8,9 @@ recipes and overrides some of their keys for the machine (a GPU's batch sizes an
 test's tiny steps); the merged recipes are checked like any recipe (unknown keys are an error).
 The steps, each resumed when ``WORK`` already holds its run:
 
-1. ``WORK/detector``: ``photomend train daclip`` with the detector recipe, exported to ``WORK/bundle``;
+1. ``WORK/detector``: ``photomend train daclip`` with the detector recipe, continuing the control
+   stage of ``detector_init`` (the committed CPU campaign's weights) when it is there, exported to
+   ``WORK/bundle``;
 2. ``WORK/restorer``: ``photomend train restorer`` with the restorer recipe conditioned on that
    detector, warm-started from ``init`` when the network and condition width allow; its EMA
    weights join the bundle;
@@ -47,6 +49,8 @@ class CampaignScale:
 
     ``detector`` and ``restorer``: tables of recipe keys that replace those of ``detector_recipe``
     and ``restorer_recipe`` (nested tables such as ``[restorer.unet]`` merge key by key).
+    ``detector_init``: a detector folder whose control stage the detector continues (``--init``; the
+    recipe's base stage is then skipped; ``""`` or a missing folder: from scratch).
     ``init``: the restorer to warm-start from (``""``: none). ``ablation``: also train the
     unconditioned restorer, for ``ablation_minutes``. ``eval_per_image``, ``eval_max_side``: the
     held-out sets (pairs per ``val`` photo, photo size).
@@ -56,6 +60,7 @@ class CampaignScale:
     restorer_recipe: str = "training/restorer_v2.toml"
     detector: dict = dataclasses.field(default_factory=dict)
     restorer: dict = dataclasses.field(default_factory=dict)
+    detector_init: str = "training/checkpoints/detector_v2"
     init: str = "resources/models/default"
     ablation: bool = True
     ablation_minutes: float = 0.0
@@ -175,11 +180,17 @@ def run_campaign(plan: CampaignPlan, photos: Path, work: Path, device: str = "au
     bundle = work / "bundle"
     scale = plan.scale
 
-    say(f"detector: {scale.detector_recipe} at this scale ({plan.detector.minutes} min budget)")
     det_run = work / "detector"
+    det_init = _resolve(scale.detector_init) if scale.detector_init else None
+    if det_init is not None and not (det_init / "detector.json").is_file():
+        say(f"{det_init}: no detector there; the detector starts from scratch")
+        det_init = None
     det_recipe = dataclasses.replace(plan.detector, device=device)
+    if det_init is not None:  # the control stage goes on from those weights; no base stage
+        det_recipe = dataclasses.replace(det_recipe, base_steps=0)
+    say(f"detector: {scale.detector_recipe} at this scale ({det_recipe.minutes} min budget, init {det_init})")
     daclip.train(det_recipe, train_dir, det_run, resume=(det_run / "trainer_state.pt").is_file(),
-                 export=bundle, on_step=_every(max(1, det_recipe.log_every)), val=val_dir)
+                 export=bundle, on_step=_every(max(1, det_recipe.log_every)), val=val_dir, init=det_init)
 
     cond_dim = Detector.from_dir(bundle).embed_dim
     init = _resolve(scale.init) if scale.init else None

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 TINY_SCALE = """
 init = ""
+detector_init = ""
 ablation = true
 eval_per_image = 1
 eval_max_side = 96
@@ -88,6 +89,7 @@ def test_the_gpu_scale_file_applies_to_both_v2_recipes():
     assert det.presence and det.views == "pool"  # the rest is detector_v2.toml's
     assert res.pool_size > 0 and res.identity_fraction > 0 and res.crop == 256 and res.region_min >= res.crop
     assert res.unet.base_channels == 24  # [unet] from restorer_v2.toml, untouched
+    assert (ROOT / plan.scale.detector_init / "detector.json").is_file()  # the CPU campaign's detector goes on
     total = det.minutes + res.minutes + (plan.scale.ablation_minutes if plan.scale.ablation else 0)
     assert 0 < total <= 10  # training minutes; fills, evaluation and the benchmark come on top
 
