@@ -16,6 +16,7 @@ from PySide6.QtCore import QObject, Signal
 from desktop.state import PENDING, JobQueue, Settings, SettingsStore
 from desktop.worker import WorkerHost
 from engine.api import Detection
+from engine.guard import GuardDecision
 
 
 class Analyser(QObject):
@@ -64,11 +65,12 @@ class Analyser(QObject):
         self.host.cancel_analysis(paths)
         self.changed.emit()
 
-    def _on_analysed(self, path: Path, detection: Detection) -> None:
+    def _on_analysed(self, path: Path, detection: Detection, guard: GuardDecision | None) -> None:
         job = self.queue.job(path)
         if job is not None:
-            self.queue.update(path, detection=detection, analysing=False, error="")
-            self.message.emit(f"Detected in {job.path.name}: {job.degradations_text()}", False)
+            self.queue.update(path, detection=detection, guard=guard, analysing=False, error="")
+            said = f" ({guard.describe()})" if guard is not None else ""
+            self.message.emit(f"Detected in {job.path.name}: {job.degradations_text()}{said}", False)
         self._step_done()
 
     def _on_failed(self, path: Path, message: str) -> None:
@@ -104,5 +106,5 @@ class Analyser(QObject):
         self._model_dir = s.model_dir
         again = [j.path for j in self.queue.jobs if j.status == PENDING and j.detection is not None]
         for p in again:
-            self.queue.update(p, detection=None)
+            self.queue.update(p, detection=None, guard=None)
         self.analyze(again)

@@ -52,6 +52,7 @@ from desktop.state import (
 )
 from desktop.worker import RestorerFactory, Task, WorkerHost
 from engine.api import Detection
+from engine.guard import GuardDecision
 from engine.resources import resources_dir
 
 
@@ -67,7 +68,7 @@ class MainWindow(QMainWindow):
     batchFinished = Signal(object)  # list[FileResult], also after a cancel or a failure ([])
     analysisFinished = Signal()  # no photo waits for analysis any more
 
-    LEFT_WIDTH = 400  # the column of settings, queue and override; the comparison takes the rest
+    LEFT_WIDTH = 440  # the column of settings, queue and override; the comparison takes the rest
 
     def __init__(
         self,
@@ -392,13 +393,15 @@ class MainWindow(QMainWindow):
         if k == "started":
             self.queue.update(ev.path, status=RUNNING, tiles_done=0, tiles_todo=0, error="")
         elif k == "detected":
-            self.queue.update(ev.path, detection=ev.detection)
+            self.queue.update(ev.path, detection=ev.detection, guard=ev.guard)
         elif k == "progress":
             self.queue.update(ev.path, status=RUNNING, tiles_done=ev.done, tiles_todo=ev.todo)
         elif k in ("done", "skipped"):
             changes = {"status": DONE if k == "done" else SKIPPED, "output": ev.output, "seconds": ev.seconds}
             if ev.detection is not None:
                 changes["detection"] = ev.detection
+            if ev.guard is not None:
+                changes["guard"] = ev.guard
             self.queue.update(ev.path, **changes)
             self.log(f"{'Restored' if k == 'done' else 'Skipped'} {ev.path.name}"
                      + (f" in {ev.seconds:.1f} s" if k == "done" else " (already restored)") + f" → {ev.output}")
@@ -414,6 +417,11 @@ class MainWindow(QMainWindow):
             job = self.queue.job(Path(r.path))
             if job is not None and job.detection is None and (r.degradations or r.scores):
                 self.queue.update(job.path, detection=Detection(tuple(r.degradations), dict(r.scores)))
+            if job is not None and job.guard is None and isinstance(r.guard, dict):
+                try:
+                    self.queue.update(job.path, guard=GuardDecision(**r.guard))
+                except TypeError:  # a manifest written by another version
+                    pass
         for p in self._run_paths:
             job = self.queue.job(p)
             if job is not None and job.status in (PENDING, RUNNING):

@@ -26,8 +26,10 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QMenu, QTableView,
 from desktop.state import FAILED, RUNNING, Job, JobQueue
 
 THUMB = 48
-COLUMNS = ("", "File", "Status", "Degradations", "Time", "Error")
-COL_THUMB, COL_FILE, COL_STATUS, COL_DEGRADATIONS, COL_TIME, COL_ERROR = range(len(COLUMNS))
+COLUMNS = ("", "File", "Status", "Degradations", "Helps", "Time", "Error")
+COL_THUMB, COL_FILE, COL_STATUS, COL_DEGRADATIONS, COL_GUARD, COL_TIME, COL_ERROR = range(len(COLUMNS))
+HEADER_TIPS = {COL_GUARD: "How likely restoring helps (the do-no-harm guard's estimate);\n"
+                          "where help is unlikely, the restoration is applied less or not at all"}
 HIDDEN_BY_DEFAULT = (COL_TIME, COL_ERROR)
 FAILED_COLOR = QColor(200, 40, 40)
 
@@ -123,6 +125,8 @@ class QueueModel(QAbstractTableModel):
     def headerData(self, section: int, orientation, role=Qt.ItemDataRole.DisplayRole):
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
             return COLUMNS[section]
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole:
+            return HEADER_TIPS.get(section)
         return None
 
     def job_at(self, row: int) -> Job:
@@ -146,6 +150,8 @@ class QueueModel(QAbstractTableModel):
                 return job.error
             if col == COL_STATUS and job.seconds > 0:
                 return f"{job.status} in {format_seconds(job.seconds)}"
+            if col == COL_GUARD and job.guard is not None and job.override is None:
+                return job.guard.describe() + "\n" + HEADER_TIPS[COL_GUARD]
             if col == COL_DEGRADATIONS and job.detection is not None:
                 scores = sorted(job.detection.scores.items(), key=lambda kv: -kv[1])
                 return "\n".join(f"{k}: {v:.1%}" for k, v in scores[:6]) or None
@@ -163,6 +169,8 @@ class QueueModel(QAbstractTableModel):
             return job.status
         if col == COL_DEGRADATIONS:
             return job.degradations_text()
+        if col == COL_GUARD:
+            return job.guard_text()
         if col == COL_TIME:
             return format_seconds(job.seconds)
         if col == COL_ERROR:
@@ -193,11 +201,12 @@ class QueueTable(QTableView):
         h.setSectionResizeMode(COL_THUMB, QHeaderView.ResizeMode.Fixed)
         self.setColumnWidth(COL_THUMB, THUMB + 8)
         self.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # a long name keeps its start and its extension
-        for col, width in ((COL_FILE, 104), (COL_STATUS, 66), (COL_DEGRADATIONS, 170), (COL_TIME, 60)):
+        for col, width in ((COL_FILE, 92), (COL_STATUS, 62), (COL_DEGRADATIONS, 150), (COL_GUARD, 48),
+                           (COL_TIME, 60)):
             self.setColumnWidth(col, width)
         for col in HIDDEN_BY_DEFAULT:
             self.setColumnHidden(col, True)
-        h.setStretchLastSection(True)
+        h.setSectionResizeMode(COL_DEGRADATIONS, QHeaderView.ResizeMode.Stretch)
         h.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         h.customContextMenuRequested.connect(self._header_menu)
 

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from engine.api import Detection
+from engine.guard import GuardDecision
 from engine.jobs import BatchSettings
 from engine.vocab import DEGRADATIONS
 
@@ -64,6 +65,7 @@ class Job:
     tiles_done: int = 0
     tiles_todo: int = 0
     analysing: bool = False  # the worker is detecting its degradations now (before Start)
+    guard: GuardDecision | None = None  # the do-no-harm guard's decision (None: off, or names chosen)
 
     @property
     def fraction(self) -> float:
@@ -73,6 +75,12 @@ class Job:
         if self.status == RUNNING and self.tiles_todo:
             return min(1.0, self.tiles_done / self.tiles_todo)
         return 0.0
+
+    def guard_text(self) -> str:
+        """How likely restoring helps, ``"83%"``; ``"kept"`` when the guard keeps the photo as it is."""
+        if self.guard is None or self.override is not None:
+            return ""
+        return "kept" if self.guard.keeps_input else f"{self.guard.estimate:.0%}"
 
     def degradations_text(self) -> str:
         """``"noisy 92%, hazy 71%"`` (override shown as ``"noisy, hazy (chosen)"``)."""

@@ -108,7 +108,7 @@ class BatchWorker(QObject):
     finished = Signal(object)  # list[FileResult] of the whole request
     failed = Signal(str)  # the request stopped before its files were tried (e.g. the model did not load)
     analysing = Signal(object)  # path: its analysis begins
-    analysed = Signal(object, object)  # path, engine.api.Detection
+    analysed = Signal(object, object, object)  # path, engine.api.Detection, engine.guard.GuardDecision | None
     analysisFailed = Signal(object, str)  # path, one line (e.g. an unreadable file)
     analysisStopped = Signal(str)  # no photo can be analysed (the model did not load)
 
@@ -161,7 +161,7 @@ class BatchWorker(QObject):
                 msg = _one_line(exc)
                 self.analysisFailed.emit(path, msg if str(path) in msg else f"{path}: {msg}")
             else:
-                self.analysed.emit(path, detection)
+                self.analysed.emit(path, detection, self._analyses.guard(path))
 
     @Slot(object)
     def run(self, tasks: list[Task]) -> None:

@@ -9,7 +9,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 from desktop.compare_view import BACKGROUND
-from desktop.queue_table import COL_DEGRADATIONS
+from desktop.queue_table import COL_DEGRADATIONS, COL_GUARD
 
 BATCH_TIMEOUT_MS = 120_000
 
@@ -81,6 +81,10 @@ def test_queued_photos_show_their_detections_before_start(qtbot, window_with, ti
         assert row_text(window, row) == job.degradations_text()
         for name in job.detection.degradations:  # each detected name with its probability
             assert f"{name} {job.detection.scores[name]:.0%}" in row_text(window, row)
+        # and the do-no-harm estimate, how likely restoring helps
+        assert job.guard is not None
+        helps = window.table.queue_model.index(row, COL_GUARD).data()
+        assert helps == job.guard_text() and helps in ("kept", f"{job.guard.estimate:.0%}")
     assert factory.analyses == 3
     # the override panel already shows the selected photo's detection
     first = window.queue.jobs[0]
@@ -106,6 +110,7 @@ def test_the_override_panel_works_before_start(qtbot, window_with, tiny_bundle, 
     items["hazy"].setCheckState(Qt.CheckState.Checked)
     job = window.queue.jobs[0]
     assert job.override == ("hazy",) and row_text(window, 0) == "hazy (chosen)"
+    assert window.table.queue_model.index(0, COL_GUARD).data() == ""  # chosen names are not guarded
 
     with qtbot.waitSignal(window.batchFinished, timeout=BATCH_TIMEOUT_MS):
         assert window.start()

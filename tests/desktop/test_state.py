@@ -9,6 +9,7 @@ import pytest
 
 from desktop.state import Comparison, JobQueue, Settings, SettingsStore
 from engine.api import Detection
+from engine.guard import GuardDecision
 
 
 def test_queue_adds_once_and_notifies():
@@ -40,6 +41,11 @@ def test_degradations_text_shows_confidence_and_override():
     q.set_override(job.path, None)
     job.detection, job.analysing = None, True
     assert job.degradations_text() == "analysing…"
+    assert job.guard_text() == ""
+    job.guard = GuardDecision(estimate=0.83, strength=1.0, name="noisy")
+    assert job.guard_text() == "83%"
+    job.guard = GuardDecision(estimate=0.3, strength=0.0, name="noisy")
+    assert job.guard_text() == "kept"
 
 
 def test_space_toggles_before_and_after():
