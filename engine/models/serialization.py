@@ -99,7 +99,8 @@ def read_config(stem: str | Path, architecture: str, cls):
 
 def load_weights(module: torch.nn.Module, stem: str | Path, upgrade_key: Callable[[str], str] | None = None) -> None:
     """Load ``stem.safetensors`` into ``module``, refusing missing, extra or mis-shaped tensors;
-    ``upgrade_key`` renames the tensors of an older layout first."""
+    ``upgrade_key`` renames the tensors of an older layout first. The module's parameters and
+    buffers become new tensors (``assign``): make optimizers after loading, not before."""
     path = Path(stem).with_suffix(".safetensors")
     if not path.is_file():
         raise ModelFileError(f"{path}: weights file not found")

@@ -11,7 +11,7 @@ import torch
 
 from engine.models.configs import UNetConfig
 from engine.models.unet import ConditionalUNet
-from engine.perf import conv_widths, measure_peak, restorer_compute, time_process
+from engine.perf import best_of_peaks, conv_widths, measure_peak, restorer_compute, time_process
 
 
 def test_time_process_gives_wall_time_peak_rss_and_the_exit_status():
@@ -63,3 +63,12 @@ def test_keep_freed_memory_is_idempotent_and_harmless():
     if not sys.platform.startswith("linux"):
         assert first is False  # glibc only
     assert torch.ones(8 << 20).sum().item() == 8 << 20  # allocation still works afterwards
+
+
+def test_best_of_peaks_keeps_each_candidates_best():
+    a = {"matmul_n": 8, "matmul_gflops": 5.0, "conv3x3": [{"channels": 4, "side": 8, "gflops": 3.0}],
+         "peak_gflops": 5.0, "threads": 1}
+    b = dict(a, matmul_gflops=4.0, conv3x3=[{"channels": 4, "side": 8, "gflops": 7.0}], peak_gflops=7.0)
+    best = best_of_peaks([a, b])
+    assert best["matmul_gflops"] == 5.0 and best["conv3x3"][0]["gflops"] == 7.0 and best["peak_gflops"] == 7.0
+    assert best["rounds"] == 2 and a["conv3x3"][0]["gflops"] == 3.0  # the inputs are left as they were
