@@ -30,8 +30,9 @@ import dataclasses
 import shutil
 import sys
 import time
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 from engine.models.serialization import ModelFileError, _build_dataclass
 from engine.training.common import RecipeError

@@ -362,7 +362,13 @@ def train(recipe: RestorerRecipe, data_dir: Path, val_dir: Path, out_dir: Path, 
         setup_distributed,
     )
     from engine.training.restorer_data import DetectorConditions, RegionPairPool
-    from engine.training.synthetic import FixedSyntheticSet, RegionPairs, SyntheticPairs, collate_pairs, load_photos
+    from engine.training.synthetic import (
+        FixedSyntheticSet,
+        RegionPairs,
+        SyntheticPairs,
+        collate_pairs,
+        load_photos,
+    )
 
     if recipe.threads > 0:
         torch.set_num_threads(recipe.threads)
