@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from engine import atomic
 from engine.api import Detection
 from engine.guard import GuardDecision
 from engine.jobs import BatchSettings
@@ -283,10 +284,7 @@ class SettingsStore(Observable):
             return Settings()
 
     def save(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(asdict(self.settings), indent=2), encoding="utf-8")
-        os.replace(tmp, self.path)
+        atomic.write_json(self.path, asdict(self.settings))
 
     def set(self, **changes) -> None:
         """Change some fields, save, notify."""

@@ -25,6 +25,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from engine.api import CancelToken
+from engine.atomic import one_line
 from engine.jobs import BatchSettings
 
 RestorerFactory = Callable[[Path | None, str], object]
@@ -88,10 +89,6 @@ class PendingAnalyses:
             return path, self._paths.pop(path)
 
 
-def _one_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
 @dataclass(frozen=True)
 class Task:
     """One call of ``run_batch``: ``inputs`` are ``(file, root)`` pairs, all with the same settings."""
@@ -152,13 +149,13 @@ class BatchWorker(QObject):
             except Exception as exc:  # the model did not load: no photo can be analysed
                 self.pending.clear()
                 self.log.emit("".join(traceback.format_exception(exc)).rstrip())
-                self.analysisStopped.emit(_one_line(exc))
+                self.analysisStopped.emit(one_line(exc))
                 return
             self.analysing.emit(path)
             try:
                 detection = self._analyses.analyze(path)
             except Exception as exc:  # one unreadable photo must not stop the others
-                msg = _one_line(exc)
+                msg = one_line(exc)
                 self.analysisFailed.emit(path, msg if str(path) in msg else f"{path}: {msg}")
             else:
                 self.analysed.emit(path, detection, self._analyses.guard(path))
@@ -180,7 +177,7 @@ class BatchWorker(QObject):
                     list(task.inputs), s, restorer, self.event.emit, self.cancel_token, analyses=self._analyses
                 )
         except Exception as exc:  # the worker must survive anything the engine raises
-            msg = _one_line(exc)
+            msg = one_line(exc)
             self.log.emit("".join(traceback.format_exception(exc)).rstrip())
             self.failed.emit(msg)
             return

@@ -20,19 +20,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from engine import atomic
 from engine.api import Cancelled, CancelToken, Detection, ProgressEvent, RestoreOptions
 from engine.guard import GuardDecision, applied_strength
 from engine.imageio import (
     FORMATS,
     IMAGE_SUFFIXES,
-    default_file_mode,
     load_image,
     normalize_format,
     save_image,
@@ -211,23 +210,14 @@ class Manifest:
             "degradations": degradations, "scores": scores, "guard": guard, "strength": strength,
         }
         data = json.dumps({"version": MANIFEST_VERSION, "entries": entries}, indent=1).encode()
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.output_dir, prefix=".photomend-manifest.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.chmod(tmp, default_file_mode())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic.write_bytes(self.path, data)
 
 
 # --------------------------------------------------------------------------- the batch
 
 
 def _one_line(exc: BaseException, path: Path) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = atomic.one_line(exc)
     return text if str(path) in text else f"{path}: {text}"
 
 

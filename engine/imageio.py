@@ -31,7 +31,6 @@ import dataclasses
 import io
 import os
 import struct
-import tempfile
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -39,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from engine.atomic import commit_part_file, new_part_file, one_line
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 DEFAULT_MAX_PIXELS = 200_000_000  # guards against decompression bombs
@@ -70,11 +71,6 @@ class ImageWriteError(OSError):
 
 def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _open_checked(path: Path, max_pixels: int) -> Image.Image:
@@ -132,10 +128,10 @@ class _ReadErrors:
         if isinstance(exc, UnidentifiedImageError):
             raise ImageReadError(f"{path}: not an image or an unsupported format") from None
         if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
-            raise ImageReadError(f"{path}: image too large ({_one_line(exc)})") from None
+            raise ImageReadError(f"{path}: image too large ({one_line(exc)})") from None
         if isinstance(exc, MemoryError):
             raise ImageReadError(f"{path}: not enough memory to decode this image") from None
-        raise ImageReadError(f"{path}: corrupt or truncated image ({_one_line(exc)})") from None
+        raise ImageReadError(f"{path}: corrupt or truncated image ({one_line(exc)})") from None
 
 
 def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -596,31 +592,23 @@ def save_image(image: LoadedImage | np.ndarray, path: str | Path, format: str | 
 
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".part")
+        tmp = new_part_file(path)
     except OSError as exc:
-        raise ImageWriteError(f"{path}: cannot write here ({_one_line(exc)})") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
+        raise ImageWriteError(f"{path}: cannot write here ({one_line(exc)})") from None
     try:
         with open(tmp, "wb") as fh:  # a named file: tifffile wants a name
             _encode(fh, arr, fmt, bits, gray, alpha is not None, quality, exif, icc, dpi, meta.xmp)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
+        commit_part_file(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         if isinstance(exc, (OSError, ValueError)) and not isinstance(exc, ImageWriteError):
-            raise ImageWriteError(f"{path}: cannot write ({_one_line(exc)})") from None
+            raise ImageWriteError(f"{path}: cannot write ({one_line(exc)})") from None
         raise
     return path
 
 
-def default_file_mode() -> int:
-    """The mode a plain ``open(..., "w")`` would give (temporary files start private)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
 
 
 def _encode(fh, arr, fmt, bits, gray, has_alpha, quality, exif, icc, dpi, xmp) -> None:

@@ -7,13 +7,11 @@ a table of the detected degradations and timings.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from engine.atomic import new_part_file
 from engine.cli import UsageError
 
 REPORT_VERSION = 1
@@ -105,27 +103,16 @@ def build_report(results, settings_record: dict, model: dict, seconds: float) ->
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    from engine.imageio import default_file_mode
+    from engine import atomic
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_json(path, data)
 
 
 def _check_writable(folder: Path) -> None:
     """Fail fast, in one line, when the output folder cannot be created or written (read-only disk)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".photomend-probe.", suffix=".part")
-        os.close(fd)
-        os.unlink(probe)
+        new_part_file(folder / ".photomend-probe").unlink()
     except OSError as exc:
         raise UsageError(f"{folder}: cannot write to the output folder ({exc.strerror or exc})") from None
 

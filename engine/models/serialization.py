@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -19,22 +17,14 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from engine import atomic
+from engine.atomic import atomic_path
+
 FORMAT_VERSION = 1
 
 
 class ModelFileError(ValueError):
     """A model file that is missing, malformed or does not fit its architecture (one line, names the file)."""
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_model(module: torch.nn.Module, config, stem: str | Path, architecture: str,
@@ -49,10 +39,9 @@ def save_model(module: torch.nn.Module, config, stem: str | Path, architecture: 
             v = v.to(dtype)
         tensors[k] = v.contiguous()
     meta = {"architecture": architecture, "format_version": FORMAT_VERSION, "config": dataclasses.asdict(config)}
-    tmp = stem.with_name(f".{stem.name}.safetensors.tmp")
-    save_file(tensors, str(tmp), metadata={"architecture": architecture})
-    os.replace(tmp, stem.with_suffix(".safetensors"))
-    _atomic_write_bytes(stem.with_suffix(".json"), json.dumps(meta, indent=2).encode())
+    with atomic_path(stem.with_suffix(".safetensors")) as tmp:
+        save_file(tensors, str(tmp), metadata={"architecture": architecture})
+    atomic.write_json(stem.with_suffix(".json"), meta)
 
 
 def _build_dataclass(cls, data: dict, source: Path):

@@ -18,6 +18,7 @@ import tomllib
 import torch
 import torch.distributed as dist
 
+from engine.atomic import atomic_path
 from engine.models.serialization import _build_dataclass
 
 
@@ -112,10 +113,8 @@ class EMA:
 
 def save_trainer_state(run_dir: Path, state: dict) -> None:
     """Atomically write optimizer/scheduler/step state (tensors, numbers, strings only)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / ".trainer_state.pt.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, run_dir / "trainer_state.pt")
+    with atomic_path(run_dir / "trainer_state.pt") as tmp:
+        torch.save(state, tmp)
 
 
 def load_trainer_state(run_dir: Path) -> dict | None:

@@ -39,7 +39,7 @@ def test_views_are_the_global_view_then_native_crops_on_the_grid():
         ys, xs = (v[0] * 255).round(), (v[1] * 255).round()
         x0 = min(float(xs[0, 0]), float(xs[0, -1]))  # the crop may be flipped
         assert float(ys[0, 0]) % GRID == 0 and x0 % GRID == 0
-        assert float((xs.max() - xs.min())) == 31  # a native crop: no resizing
+        assert float(xs.max() - xs.min()) == 31  # a native crop: no resizing
     assert float((lqv[0, 1] * 255).max()) > 100  # the global view spans the whole width
 
 
