@@ -8,20 +8,6 @@ from __future__ import annotations
 
 NONE = "none"
 
-DEGRADATIONS: tuple[str, ...] = (
-    "motion-blurry",
-    "hazy",
-    "jpeg-compressed",
-    "low-light",
-    "noisy",
-    "raindrop",
-    "rainy",
-    "shadowed",
-    "snowy",
-    "uncompleted",
-    "blurry",
-)
-
 # The ten names of the official DA-CLIP checkpoint, in its order.
 OFFICIAL_DACLIP_DEGRADATIONS: tuple[str, ...] = (
     "motion-blurry",
@@ -35,6 +21,16 @@ OFFICIAL_DACLIP_DEGRADATIONS: tuple[str, ...] = (
     "snowy",
     "uncompleted",
 )
+
+# PhotoMend's names: the official ten, then Gaussian/defocus blur.
+DEGRADATIONS: tuple[str, ...] = (*OFFICIAL_DACLIP_DEGRADATIONS, "blurry")
+
+
+def by_name(namespace: dict) -> dict:
+    """``{name: namespace[python_name]}`` for every degradation: a renderer module's functions are named
+    after the degradations (``motion-blurry`` -> ``motion_blurry``), so its table is built, not written."""
+    return {name: namespace[name.replace("-", "_")] for name in DEGRADATIONS}
+
 
 # Physical order of application: scene, then optics, then sensor, then compression; uncompleted last.
 SCENE = ("hazy", "rainy", "snowy", "raindrop", "shadowed", "low-light")

@@ -13,7 +13,7 @@ combinations for datasets (presets ``mixed``, ``seed24``, ``train``, ``all``).
 
 from __future__ import annotations
 
-from engine.degradations.blur import blurry, motion_blurry
+from engine.degradations import blur, inpaint, jpeg, lens, noise, scene, weather
 from engine.degradations.compose import (
     EXCLUSIVE,
     PRESETS,
@@ -22,27 +22,10 @@ from engine.degradations.compose import (
     preset_combinations,
     sample_combination,
 )
-from engine.degradations.inpaint import uncompleted
-from engine.degradations.jpeg import jpeg_compressed
-from engine.degradations.lens import raindrop
-from engine.degradations.noise import noisy
-from engine.degradations.scene import low_light, shadowed
-from engine.degradations.weather import hazy, rainy, snowy
-from engine.vocab import DEGRADATIONS
+from engine.vocab import DEGRADATIONS, by_name
 
-DEGRADATIONS_FUNCS: dict[str, Degradation] = {
-    "motion-blurry": motion_blurry,
-    "hazy": hazy,
-    "jpeg-compressed": jpeg_compressed,
-    "low-light": low_light,
-    "noisy": noisy,
-    "raindrop": raindrop,
-    "rainy": rainy,
-    "shadowed": shadowed,
-    "snowy": snowy,
-    "uncompleted": uncompleted,
-    "blurry": blurry,
-}
+DEGRADATIONS_FUNCS: dict[str, Degradation] = by_name(
+    {k: v for module in (blur, inpaint, jpeg, lens, noise, scene, weather) for k, v in vars(module).items()})
 assert set(DEGRADATIONS_FUNCS) == set(DEGRADATIONS)
 
 __all__ = [

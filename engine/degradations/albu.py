@@ -16,6 +16,7 @@ import functools
 import numpy as np
 
 from engine.degradations._common import Params, size_scale
+from engine.vocab import by_name
 
 
 @functools.lru_cache(maxsize=1)
@@ -165,16 +166,4 @@ def uncompleted(image: np.ndarray, rng: np.random.Generator, **overrides) -> tup
     return _render(t, image, rng), p.done()
 
 
-RENDERER = {
-    "motion-blurry": motion_blurry,
-    "hazy": hazy,
-    "jpeg-compressed": jpeg_compressed,
-    "low-light": low_light,
-    "noisy": noisy,
-    "raindrop": raindrop,
-    "rainy": rainy,
-    "shadowed": shadowed,
-    "snowy": snowy,
-    "uncompleted": uncompleted,
-    "blurry": blurry,
-}
+RENDERER = by_name(globals())

@@ -91,12 +91,17 @@ def rainy(image: np.ndarray, rng: np.random.Generator, **overrides) -> tuple[np.
     return np.clip(out, 0.0, 1.0).astype(np.float32), p.done()
 
 
+def _blank_mask(image: np.ndarray):
+    """``(h, w, mask, draw)``: a black 8-bit mask the image's size and a pen on it."""
+    h, w = image.shape[:2]
+    mask = Image.new("L", (w, h), 0)
+    return h, w, mask, ImageDraw.Draw(mask)
+
+
 def shadowed(image: np.ndarray, rng: np.random.Generator, **overrides) -> tuple[np.ndarray, dict]:
     """A few soft-edged random blobs (unions of ellipses) darkened by 35-75%, slightly blue."""
     p = Params(rng, overrides)
-    h, w = image.shape[:2]
-    mask = Image.new("L", (w, h), 0)
-    draw = ImageDraw.Draw(mask)
+    h, w, mask, draw = _blank_mask(image)
     for _ in range(p.integer("blobs", 1, 3)):
         cy, cx = rng.uniform(0, h), rng.uniform(0, w)
         for _ in range(int(rng.integers(3, 8))):
@@ -114,9 +119,7 @@ def shadowed(image: np.ndarray, rng: np.random.Generator, **overrides) -> tuple[
 def uncompleted(image: np.ndarray, rng: np.random.Generator, **overrides) -> tuple[np.ndarray, dict]:
     """Holes made of ellipses and thick free-hand lines, filled with one flat colour."""
     p = Params(rng, overrides)
-    h, w = image.shape[:2]
-    mask = Image.new("L", (w, h), 0)
-    draw = ImageDraw.Draw(mask)
+    h, w, mask, draw = _blank_mask(image)
     short = min(h, w)
     for _ in range(p.integer("shapes", 2, 6)):
         if rng.random() < 0.5:
