@@ -11,8 +11,9 @@ confusion table, printed (and written to FILE) as Markdown.
 
 ``photomend detect --calibrate SYNTH_DIR --out DIR`` fits one detection threshold per name on a
 labelled set (best F-beta per name, :func:`engine.detect_eval.calibrate_thresholds`) and writes a copy
-of the model bundle with them in its detector config (:meth:`engine.bundle.ModelBundle.with_thresholds`). Calibrate on photos the model was trained on
-or on a set of its own, never on the set you then evaluate on.
+of the model bundle with them in its detector config (:meth:`engine.bundle.ModelBundle.with_thresholds`).
+Calibrate on photos the model was trained on or on a set of its own, never on the set you then
+evaluate on.
 """
 
 from __future__ import annotations
@@ -175,6 +176,7 @@ def _run_calibrate(args) -> int:
     from engine.cli import UsageError
     from engine.detect import DETECT_THRESHOLD, select_names
     from engine.detect_eval import DetectionReport, calibrate_thresholds
+
     bundle = ModelBundle(Path(args.model or bundled_model_dir()))
     if not bundle.config_file(DETECTOR).is_file():
         raise UsageError(f"{bundle.path}: --calibrate needs a model folder with {bundle.config_file(DETECTOR).name}")
