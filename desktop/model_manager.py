@@ -1,7 +1,8 @@
 """The model manager: the bundled model by default, bundles added from disk, and each one's model card.
 
-A model bundle is a folder holding ``detector.*``, ``restorer.*`` and ``README.md`` (the model
-card). Checking a folder is plain file inspection; the weights are only loaded by the worker.
+A model bundle is a folder holding a detector, a restorer and a model card (:mod:`engine.bundle`
+knows the file names). Checking a folder is plain file inspection; the weights are only loaded by the
+worker.
 """
 
 from __future__ import annotations
@@ -25,14 +26,12 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.state import SettingsStore
-from engine import resources
-
-REQUIRED = ("detector", "restorer")
+from engine.bundle import ModelBundle
 
 
 def bundled_model_dir() -> Path | None:
     """The bundled model folder, or None when this installation has none."""
-    folder = resources.bundled_model_dir()
+    folder = ModelBundle.bundled().path
     return folder if folder.is_dir() else None
 
 
@@ -41,21 +40,19 @@ def check_bundle(folder: Path) -> str:
     folder = Path(folder)
     if not folder.is_dir():
         return f"{folder}: not a folder"
-    missing = [name for name in REQUIRED if not any(folder.glob(f"{name}.*"))]
+    missing = ModelBundle(folder).absent_parts()
     if missing:
         return f"{folder}: not a model bundle (missing {', '.join(m + '.*' for m in missing)})"
     return ""
 
 
 def model_card(folder: Path | None) -> str:
-    """The bundle's README.md (Markdown), or a short note when it has none."""
+    """The bundle's model card (Markdown), or a short note when it has none."""
     if folder is None:
         return "No bundled model was found in this installation."
-    card = Path(folder) / "README.md"
-    try:
-        return card.read_text(encoding="utf-8")
-    except OSError:
-        return f"*No model card (README.md) in* `{folder}`."
+    bundle = ModelBundle(Path(folder))
+    card = bundle.card()
+    return card if card is not None else f"*No model card ({bundle.card_file.name}) in* `{folder}`."
 
 
 class ModelManager(QDialog):

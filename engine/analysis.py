@@ -17,6 +17,7 @@ model's embedding. Not thread-safe; use it from one thread (the desktop's worker
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,9 +26,27 @@ from engine.guard import GuardDecision
 from engine.imageio import load_image
 
 if TYPE_CHECKING:
-    from engine.runtime import Prepared, Restorer
+    import torch
+
+    from engine.runtime import Restorer
 
 DEFAULT_LIMIT = 4096  # a condition is a few kilobytes: thousands of photos fit in a few tens of MB
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One photo's analysis, computed once before its tiles: the detection and the restorer condition.
+
+    ``condition``: ``[3, embed_dim]`` on the CPU (:meth:`engine.detect.Detector.analyze`), ``None`` for
+    a restorer that takes none. ``guard``: the do-no-harm guard's decision for the detection
+    (:mod:`engine.guard`; its ``estimate`` is what the report and the GUI row show), ``None`` when the
+    names were forced, the guard is off, or the detector alone made the analysis.
+    :meth:`engine.runtime.Restorer.restore_prepared` decides again with its own options.
+    """
+
+    detection: Detection
+    condition: torch.Tensor | None
+    guard: GuardDecision | None = None
 
 
 def _file_key(path: Path) -> tuple[str, int, int]:
@@ -36,12 +55,12 @@ def _file_key(path: Path) -> tuple[str, int, int]:
 
 
 class AnalysisCache:
-    """The analyses (:class:`~engine.runtime.Prepared`) one restorer made, newest kept when full."""
+    """The analyses (:class:`Analysis`) one restorer made, newest kept when full."""
 
     def __init__(self, restorer: Restorer, limit: int = DEFAULT_LIMIT) -> None:
         self.restorer = restorer
         self.limit = int(limit)
-        self._entries: OrderedDict[tuple[str, int, int], Prepared] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, int, int], Analysis] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -63,7 +82,7 @@ class AnalysisCache:
             self._entries.popitem(last=False)
         return prepared.detection
 
-    def lookup(self, path: Path, restorer: Restorer) -> Prepared | None:
+    def lookup(self, path: Path, restorer: Restorer) -> Analysis | None:
         """The stored analysis of ``path`` when ``restorer`` made it and the file is unchanged."""
         if restorer is not self.restorer:
             return None

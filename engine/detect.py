@@ -21,7 +21,7 @@ and its mean presence over the native crops (``max(global, mean(crops))``): scen
 (haze, missing regions) shows in the global view, pixel-scale damage (noise, JPEG) in the crops,
 and averaging the crops keeps one odd crop from raising a false alarm. Detected names are those
 scoring at least their threshold (0.5, or the per-name thresholds that ``photomend detect
---calibrate`` stores in ``detector.json``), at most two (most probable first). The content
+--calibrate`` stores in the detector's config), at most two (most probable first). The content
 embedding comes from the global view.
 
 Each slot of the condition averages the canonicalised slot embeddings of the views whose slot at
@@ -36,27 +36,19 @@ the restorer dehaze).
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.analysis import Analysis
 from engine.api import Detection
 from engine.models.daclip import DaClip, load_pretrained
 from engine.vocab import NONE, PHYSICAL_ORDER, physical_sort
 
 OFFICIAL_SUFFIXES = (".pt", ".pth", ".bin")
 DETECT_THRESHOLD = 0.5
-
-
-@dataclasses.dataclass(frozen=True)
-class Analysis:
-    """Detection and restorer condition (``[3, embed_dim]``, CPU) for one photo."""
-
-    detection: Detection
-    condition: torch.Tensor
 
 
 def select_names(scores: dict[str, float], thresholds: dict[str, float], limit: int) -> tuple[str, ...]:
@@ -107,7 +99,7 @@ class Detector:
 
     @classmethod
     def from_dir(cls, model_dir: str | Path, device: torch.device | str = "cpu", n_crops: int = 8) -> Detector:
-        """Load ``model_dir/detector.{json,safetensors}``, or an official DA-CLIP ``.pt`` file."""
+        """Load the detector of a bundle (or detector-only) folder, or an official DA-CLIP ``.pt`` file."""
         path = Path(model_dir)
         if path.is_file() and path.suffix.lower() in OFFICIAL_SUFFIXES:
             from engine.models.official import load_official

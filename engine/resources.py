@@ -2,6 +2,7 @@
 
 In a checkout (or ``pip install -e``) ``resources/`` sits beside the ``engine`` package; in a
 PyInstaller bundle it is unpacked under ``sys._MEIPASS``. ``PHOTOMEND_RESOURCES`` overrides both.
+The model bundles inside it: :mod:`engine.bundle`.
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-
-DEFAULT_MODEL_NAME = "default"
 
 
 def resources_dir() -> Path:
@@ -24,22 +23,6 @@ def resources_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "resources"
 
 
-def bundled_model_dir() -> Path:
-    """The default model bundle: ``resources/models/default/``."""
-    return resources_dir() / "models" / DEFAULT_MODEL_NAME
-
-
 def samples_dir() -> Path:
     """The shipped sample photos: ``resources/samples/``."""
     return resources_dir() / "samples"
-
-
-def is_model_bundle(folder: Path) -> bool:
-    """True when ``folder`` holds a detector and a restorer (``NAME.json`` + ``NAME.safetensors``)."""
-    folder = Path(folder)
-    return all((folder / f"{name}.{ext}").is_file() for name in ("detector", "restorer")
-               for ext in ("json", "safetensors"))
-
-
-def has_bundled_model() -> bool:
-    return is_model_bundle(bundled_model_dir())

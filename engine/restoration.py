@@ -14,7 +14,8 @@ Contract for callers (the tiled runtime, evaluation, training validation):
 * The network is local (no global normalisation or spatial attention): tiling with an overlap of
   :attr:`RestorationModel.receptive_radius` pixels matches the untiled result exactly.
 
-Files: ``MODEL_DIR/restorer.json`` (:class:`RestorerConfig`) + ``MODEL_DIR/restorer.safetensors``.
+Files: the restorer part of a model bundle (:mod:`engine.bundle`): its config (:class:`RestorerConfig`)
+and its weights.
 """
 
 from __future__ import annotations
@@ -25,18 +26,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from engine.bundle import RESTORER, ModelBundle
 from engine.device import autocast
 from engine.models.serialization import load_weights, read_config, save_model
 from engine.models.unet import ConditionalUNet, UNetConfig, image_statistics, upgrade_key
 from engine.sde import IRSDEConfig, IRSDEScheduler
 
 ARCHITECTURE = "photomend-restorer"
-STEM = "restorer"
 
 
 @dataclass(frozen=True)
 class RestorerConfig:
-    """The network's and the sampler's hyperparameters, saved together in ``restorer.json``."""
+    """The network's and the sampler's hyperparameters, saved together in the restorer's config file."""
 
     unet: UNetConfig = field(default_factory=UNetConfig)
     sde: IRSDEConfig = field(default_factory=IRSDEConfig)
@@ -76,16 +77,16 @@ class RestorationModel:
 
     @classmethod
     def from_dir(cls, model_dir: Path | str, device: torch.device | str = "cpu") -> RestorationModel:
-        """Load ``restorer.json`` + ``restorer.safetensors`` from ``model_dir`` (ModelFileError if bad)."""
-        stem = Path(model_dir) / STEM
+        """Load the restorer of the bundle in ``model_dir`` (ModelFileError if bad)."""
+        stem = ModelBundle(Path(model_dir)).stem(RESTORER)
         config = read_config(stem, ARCHITECTURE, RestorerConfig)
         net = ConditionalUNet(config.unet)
         load_weights(net, stem, upgrade_key)
         return cls(config, net, device)
 
     def save(self, model_dir: Path | str, dtype: torch.dtype | None = None) -> None:
-        """Write ``restorer.json`` + ``restorer.safetensors`` into ``model_dir``."""
-        save_model(self.net, self.config, Path(model_dir) / STEM, ARCHITECTURE, dtype=dtype)
+        """Write the restorer's config and weights into the bundle folder ``model_dir``."""
+        save_model(self.net, self.config, ModelBundle(Path(model_dir)).stem(RESTORER), ARCHITECTURE, dtype=dtype)
 
     @property
     def multiple(self) -> int:

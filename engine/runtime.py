@@ -1,6 +1,6 @@
 """The restoration runtime: the engine's public entry point for restoring photos.
 
-:class:`Restorer` loads a model bundle (``detector`` + ``restorer``, safetensors + JSON), picks a
+:class:`Restorer` loads a model bundle (:class:`~engine.bundle.ModelBundle`), picks a
 device, computes the DA-CLIP embeddings once per photo and restores it at full resolution in
 overlapping tiles blended seamlessly (:mod:`engine.tiling`). Progress goes out per tile through a
 callback; a :class:`~engine.api.CancelToken` is checked before every tile, so cancelling stops
@@ -25,10 +25,11 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from engine.analysis import Analysis
 from engine.api import CancelToken, Detection, ProgressCallback, ProgressEvent, RestoreOptions
+from engine.bundle import ModelBundle, describe_layout
 from engine.device import autocast, pick_device
 from engine.guard import GuardDecision, applied_strength, decide
-from engine.resources import bundled_model_dir, is_model_bundle
 from engine.tiling import DEFAULT_OVERLAP, TilePlan, blend_tile, plan_tiles, round_tile
 
 # Tile side bounds (pixels); the chosen side also respects the network's multiple.
@@ -63,20 +64,6 @@ class ModelInfo:
 
     name: str
     path: Path | None
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """Per-photo state computed once before the tiles: the detection and the restorer condition.
-
-    ``guard``: the do-no-harm guard's decision for the detection (:mod:`engine.guard`; its
-    ``estimate`` is what the report and the GUI row show), ``None`` when the names were forced
-    or the guard is off. :meth:`Restorer.restore_prepared` decides again with its own options.
-    """
-
-    detection: Detection
-    condition: torch.Tensor | None
-    guard: GuardDecision | None = None
 
 
 @dataclass
@@ -115,27 +102,22 @@ def choose_tile(device: torch.device, multiple: int, bytes_per_pixel: int = DEFA
 class Restorer:
     """A loaded model bundle ready to detect and restore photos.
 
-    ``model_dir``: a bundle folder (``detector.json/.safetensors`` and ``restorer.json/.safetensors``,
-    optionally ``README.md``), default the bundled one. ``device``: ``auto`` (CUDA, then MPS, then
-    CPU) or a forced name. ``overlap``: tile overlap in pixels. Raises :class:`ModelNotFoundError`
+    ``model_dir``: a bundle folder (:mod:`engine.bundle`), default the bundled one. ``device``:
+    ``auto`` (CUDA, then MPS, then CPU) or a forced name. ``overlap``: tile overlap in pixels. Raises :class:`ModelNotFoundError`
     or :class:`~engine.models.serialization.ModelFileError` for a missing or bad bundle.
     """
 
     def __init__(self, model_dir: Path | str | None = None, device: str = "auto",
                  overlap: int = DEFAULT_OVERLAP):
-        folder = Path(model_dir) if model_dir is not None else bundled_model_dir()
-        if not is_model_bundle(folder):
+        bundle = ModelBundle.bundled() if model_dir is None else ModelBundle(Path(model_dir))
+        if bundle.missing():
             what = "no model is bundled" if model_dir is None else "not a model bundle"
-            raise ModelNotFoundError(
-                f"{folder}: {what} (expected detector.json/.safetensors and restorer.json/.safetensors)")
+            raise ModelNotFoundError(f"{bundle.path}: {what} (expected {describe_layout()})")
         from engine.models.clip_towers import import_open_clip
 
         import_open_clip()  # before the detector: open_clip's towers without torchvision (see there)
-        from engine.detect import Detector
-        from engine.restoration import RestorationModel
-
         dev = pick_device(device)
-        self._setup(Detector.from_dir(folder, dev), RestorationModel.from_dir(folder, dev), dev, folder, overlap,
+        self._setup(bundle.load_detector(dev), bundle.load_restorer(dev), dev, bundle.path, overlap,
                     channels_last=True)
 
     @classmethod
@@ -157,6 +139,7 @@ class Restorer:
         self.model = model
         self.device = device
         self.model_dir = model_dir
+        self.bundle = ModelBundle(model_dir) if model_dir is not None else None
         self.overlap = int(overlap)
         self._fingerprint: str | None = None
         # channels-last convolutions are ~1.6x faster on CPU (oneDNN) and suit tensor cores on CUDA
@@ -174,26 +157,18 @@ class Restorer:
         return ModelInfo(self.model_dir.name, self.model_dir)
 
     def model_card(self) -> str:
-        """The bundle's ``README.md`` (its model card), or ``""`` when it has none."""
-        if self.model_dir is None:
-            return ""
-        card = self.model_dir / "README.md"
-        return card.read_text(encoding="utf-8") if card.is_file() else ""
+        """The bundle's model card (Markdown), or ``""`` when it has none."""
+        return (self.bundle.card() or "") if self.bundle is not None else ""
 
     @property
     def fingerprint(self) -> str:
         """A short hash of the bundle's files: outputs made with another model are not skipped."""
         if self._fingerprint is None:
-            digest = hashlib.sha256()
-            if self.model_dir is None:
-                digest.update(f"{type(self.model).__name__}:{id(self.model)}".encode())
+            if self.bundle is None:
+                digest = hashlib.sha256(f"{type(self.model).__name__}:{id(self.model)}".encode())
+                self._fingerprint = digest.hexdigest()[:16]
             else:
-                for name in ("detector.json", "detector.safetensors", "restorer.json", "restorer.safetensors"):
-                    path = self.model_dir / name
-                    with open(path, "rb") as fh:
-                        for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                            digest.update(block)
-            self._fingerprint = digest.hexdigest()[:16]
+                self._fingerprint = self.bundle.fingerprint
         return self._fingerprint
 
     def tile_size(self, options: RestoreOptions) -> int:
@@ -209,7 +184,7 @@ class Restorer:
         """The degradations seen in ``image`` (``float32 (H, W, 3)`` in [0, 1])."""
         return self.detector.detect(_check_image(image))
 
-    def prepare(self, image: np.ndarray, options: RestoreOptions) -> Prepared:
+    def prepare(self, image: np.ndarray, options: RestoreOptions) -> Analysis:
         """Detection and condition for one photo (once, before its tiles).
 
         With ``options.degradations`` the detection is skipped: the condition uses those names and
@@ -218,19 +193,19 @@ class Restorer:
         image = _check_image(image)
         if options.degradations is not None:
             names = tuple(options.degradations)
-            return Prepared(Detection(names, {}), self.detector.condition_for(image, names))
+            return Analysis(Detection(names, {}), self.detector.condition_for(image, names))
         analysis = self.detector.analyze(image)
         guard = None
         if options.guard is not None:
             guard = decide(analysis.detection.degradations, analysis.detection.scores, self.thresholds, options.guard)
-        return Prepared(analysis.detection, analysis.condition, guard)
+        return Analysis(analysis.detection, analysis.condition, guard)
 
     @property
     def thresholds(self) -> dict[str, float]:
         """The detector's per-name detection thresholds (empty: 0.5 for every name)."""
         return dict(getattr(self.detector, "thresholds", None) or {})
 
-    def guard_decision(self, prepared: Prepared, options: RestoreOptions) -> GuardDecision | None:
+    def guard_decision(self, prepared: Analysis, options: RestoreOptions) -> GuardDecision | None:
         """The guard's decision for ``prepared`` under ``options`` (``None``: not guarded, because the
         guard is off, the names were forced, or ``prepared`` carries no detector decision)."""
         if options.guard is None or options.degradations is not None or prepared.guard is None:
@@ -264,7 +239,7 @@ class Restorer:
         return plan_tiles(height, width, self.tile_size(options), self.overlap,
                           int(getattr(self.model, "multiple", 1)))
 
-    def restore_prepared(self, image: np.ndarray, prepared: Prepared, options: RestoreOptions,
+    def restore_prepared(self, image: np.ndarray, prepared: Analysis, options: RestoreOptions,
                          progress: ProgressCallback | None = None,
                          cancel: CancelToken | None = None) -> np.ndarray:
         """Restore ``image`` with an already computed condition; returns ``float32 (H, W, 3)``.

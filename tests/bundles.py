@@ -9,6 +9,7 @@ def build_tiny_bundle(folder: Path) -> Path:
     """Tiny DA-CLIP + tiny U-Net + a model card in ``folder``; small enough for fast tests."""
     import torch
 
+    from engine.bundle import ModelBundle
     from engine.models.daclip import DaClip, DaClipConfig, save_pretrained
     from engine.models.unet import UNetConfig
     from engine.restoration import RestorationModel, RestorerConfig
@@ -23,5 +24,5 @@ def build_tiny_bundle(folder: Path) -> Path:
     with torch.no_grad():  # a colour head that depends on the photo's statistics (fresh, it is the identity)
         restorer.net.global_affine.out[-1].weight.normal_(0.0, 0.2)
     restorer.save(folder)
-    (folder / "README.md").write_text("# Tiny test model\n\nRandom weights, for tests only.\n", encoding="utf-8")
+    ModelBundle(folder).write_card("# Tiny test model\n\nRandom weights, for tests only.\n")
     return folder

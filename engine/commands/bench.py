@@ -311,7 +311,7 @@ def run(args) -> int:
         return 0
     if args.repeat < 1:
         raise UsageError("--repeat must be at least 1")
-    from engine.resources import bundled_model_dir, is_model_bundle
+    from engine.bundle import bundled_model_dir, is_model_bundle
 
     try:
         sizes = [float(s) for s in args.sizes.split(",") if s.strip()]

@@ -11,14 +11,14 @@ confusion table, printed (and written to FILE) as Markdown.
 
 ``photomend detect --calibrate SYNTH_DIR --out DIR`` fits one detection threshold per name on a
 labelled set (best F-beta per name, :func:`engine.detect_eval.calibrate_thresholds`) and writes a copy
-of the model bundle with them in ``detector.json``. Calibrate on photos the model was trained on
-or on a set of its own, never on the set you then evaluate on.
+of the model bundle with them in its detector config (:meth:`engine.bundle.ModelBundle.with_thresholds`).
+Calibrate on photos the model was trained on or on a set of its own, never on the set you then
+evaluate on.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -30,7 +30,7 @@ def register(sub) -> None:
     parser.add_argument("paths", type=Path, nargs="*", metavar="PATH", help="images or folders of images")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--model", type=Path, default=None,
-                        help="model folder (detector.json + detector.safetensors) or an official DA-CLIP .pt "
+                        help="model folder (a bundle or a detector alone) or an official DA-CLIP .pt "
                              "(default: the bundled model)")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda, mps (default: cpu)")
     parser.add_argument("--crops", type=int, default=8, help="native-resolution crops per photo (default 8)")
@@ -60,11 +60,11 @@ def _load_detector(args):
     from engine.models.clip_towers import import_open_clip
 
     import_open_clip()  # before the detector: open_clip's towers without torchvision
+    from engine.bundle import bundled_model_dir
     from engine.cli import UsageError
     from engine.detect import Detector
     from engine.device import pick_device
     from engine.models.serialization import ModelFileError
-    from engine.resources import bundled_model_dir
 
     model = args.model or bundled_model_dir()
     try:
@@ -170,18 +170,16 @@ def _run_eval(args) -> int:
 
 
 def _run_calibrate(args) -> int:
-    import shutil
-
     from tqdm import tqdm
 
+    from engine.bundle import DETECTOR, ModelBundle, bundled_model_dir
     from engine.cli import UsageError
     from engine.detect import DETECT_THRESHOLD, select_names
     from engine.detect_eval import DetectionReport, calibrate_thresholds
-    from engine.resources import bundled_model_dir
 
-    model_dir = Path(args.model or bundled_model_dir())
-    if not (model_dir / "detector.json").is_file():
-        raise UsageError(f"{model_dir}: --calibrate needs a model folder with detector.json")
+    bundle = ModelBundle(Path(args.model or bundled_model_dir()))
+    if not bundle.config_file(DETECTOR).is_file():
+        raise UsageError(f"{bundle.path}: --calibrate needs a model folder with {bundle.config_file(DETECTOR).name}")
     if args.out is None:
         raise UsageError("--calibrate needs --out DIR for the calibrated copy of the model")
     if not args.beta > 0:
@@ -211,22 +209,9 @@ def _run_calibrate(args) -> int:
     print(f"\nExact-set accuracy {before.exact_accuracy:.1%} -> {after.exact_accuracy:.1%}; "
           f"mean F1 {before.mean_f1:.1%} -> {after.mean_f1:.1%} (threshold {DETECT_THRESHOLD} before).")
 
-    meta = json.loads((model_dir / "detector.json").read_text(encoding="utf-8"))
-    meta["config"]["thresholds"] = [thresholds[n] for n in detector.vocabulary]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.{os.getpid()}")  # beside it: the rename stays atomic
     try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        for item in model_dir.iterdir():
-            if item.is_file():
-                shutil.copy2(item, tmp / item.name)
-        (tmp / "detector.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        if args.out.exists():
-            args.out.rmdir()
-        tmp.rename(args.out)
+        bundle.with_thresholds([thresholds[n] for n in detector.vocabulary], args.out)
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise UsageError(f"{args.out}: could not write the calibrated model ({exc.strerror or exc})") from None
     print(f"wrote {args.out}")
     return 0

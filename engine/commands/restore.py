@@ -173,7 +173,7 @@ class _Bar:
 
 def run(args) -> int:
     settings = _settings(args)
-    from engine.resources import bundled_model_dir, is_model_bundle
+    from engine.bundle import bundled_model_dir, describe_layout, is_model_bundle
 
     model_dir = settings.model_dir
     if model_dir is None and not is_model_bundle(bundled_model_dir()):
@@ -181,8 +181,7 @@ def run(args) -> int:
               "restored. Train one with `photomend train` or pass --model DIR.", file=sys.stderr)
         return 0
     if model_dir is not None and not is_model_bundle(model_dir):
-        raise UsageError(f"{model_dir}: not a model bundle (needs detector.json/.safetensors and "
-                         "restorer.json/.safetensors)")
+        raise UsageError(f"{model_dir}: not a model bundle (needs {describe_layout()})")
 
     from engine.batch import collect_inputs, plan_output, run_batch, settings_record
 

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.bundle import DETECTOR, ModelBundle
 from engine.models.conv_tower import STAND_IN_VISION_CFG, UnshuffleConvTower, is_custom_tower
 from engine.models.serialization import load_weights, read_config, save_model
 from engine.vocab import DEGRADATIONS, NONE, PHYSICAL_ORDER
@@ -103,7 +104,7 @@ def all_sets(vocabulary: tuple[str, ...], max_size: int = 2) -> list[tuple[str, 
 
 @dataclasses.dataclass(frozen=True)
 class DaClipConfig:
-    """Everything needed to rebuild a :class:`DaClip` network (stored in ``detector.json``).
+    """Everything needed to rebuild a :class:`DaClip` network (stored in the detector's config file).
 
     ``clip_cfg``: open_clip ``CLIP`` keyword arguments (``embed_dim``, ``vision_cfg``, ``text_cfg``).
     ``vocabulary``: degradation names (``none`` excluded). ``prompts``: one text prompt per name;
@@ -424,15 +425,15 @@ def predicted_sets(logits: torch.Tensor, classes: tuple[str, ...]) -> list[froze
 
 
 def save_pretrained(model: DaClip, model_dir: str | Path, dtype: torch.dtype | None = torch.float16) -> Path:
-    """Write ``model_dir/detector.json`` + ``detector.safetensors`` (fp16 storage by default)."""
-    stem = Path(model_dir) / "detector"
+    """Write the detector part of the bundle folder ``model_dir`` (fp16 storage by default); returns its stem."""
+    stem = ModelBundle(Path(model_dir)).stem(DETECTOR)
     save_model(model, model.cfg, stem, ARCHITECTURE, dtype=dtype)
     return stem
 
 
 def load_pretrained(model_dir: str | Path) -> DaClip:
-    """Rebuild a :class:`DaClip` from ``model_dir/detector.json`` and load its weights (fp32)."""
-    stem = Path(model_dir) / "detector"
+    """Rebuild a :class:`DaClip` from the detector config in ``model_dir`` and load its weights (fp32)."""
+    stem = ModelBundle(Path(model_dir)).stem(DETECTOR)
     cfg = read_config(stem, ARCHITECTURE, DaClipConfig)
     model = DaClip(cfg)
     load_weights(model, stem)

@@ -157,12 +157,13 @@ def _restorer_progress(name: str, n: int):
 
 def _init_for(init: Path | None, conditioned: bool, cond_dim: int) -> Path | None:
     """``init`` when its network can be warm-started from (same conditioning and width), else ``None``."""
+    from engine.bundle import RESTORER, ModelBundle
     from engine.models.serialization import read_config
     from engine.restoration import ARCHITECTURE, RestorerConfig
 
-    if init is None or not (init / "restorer.json").is_file():
+    if init is None or not ModelBundle(init).config_file(RESTORER).is_file():
         return None
-    cfg = read_config(init / "restorer", ARCHITECTURE, RestorerConfig)
+    cfg = read_config(ModelBundle(init).stem(RESTORER), ARCHITECTURE, RestorerConfig)
     if cfg.unet.conditioned != conditioned or (conditioned and cfg.unet.cond_dim != cond_dim):
         say(f"{init}: its restorer cannot warm-start this one (conditioning differs); training from scratch")
         return None
@@ -171,6 +172,7 @@ def _init_for(init: Path | None, conditioned: bool, cond_dim: int) -> Path | Non
 
 def run_campaign(plan: CampaignPlan, photos: Path, work: Path, device: str = "auto") -> Path:
     """Run the steps of the module docstring in ``work``; returns ``work/report.md``."""
+    from engine.bundle import DETECTOR, RESTORER, ModelBundle
     from engine.cli import main as cli
     from engine.detect import Detector
     from engine.synth import SynthSettings, synthesize
@@ -183,7 +185,7 @@ def run_campaign(plan: CampaignPlan, photos: Path, work: Path, device: str = "au
 
     det_run = work / "detector"
     det_init = _resolve(scale.detector_init) if scale.detector_init else None
-    if det_init is not None and not (det_init / "detector.json").is_file():
+    if det_init is not None and not ModelBundle(det_init).config_file(DETECTOR).is_file():
         say(f"{det_init}: no detector there; the detector starts from scratch")
         det_init = None
     det_recipe = dataclasses.replace(plan.detector, device=device)
@@ -206,8 +208,9 @@ def run_campaign(plan: CampaignPlan, photos: Path, work: Path, device: str = "au
         say(f"{name}: {scale.restorer_recipe} ({recipe.minutes} min budget, init {start})")
         restorer.train(recipe, train_dir, val_dir, run, daclip_dir=daclip_dir, resume=resume, device=device,
                        progress=_restorer_progress(name, max(1, recipe.log_every)), init_dir=start)
-    for suffix in (".json", ".safetensors"):
-        shutil.copy2(work / "restorer" / f"restorer{suffix}", bundle / f"restorer{suffix}")
+    trained = ModelBundle(work / "restorer")  # the run folder holds the EMA restorer as a bundle part
+    for src, dst in zip(trained.files((RESTORER,)), ModelBundle(bundle).files((RESTORER,)), strict=True):
+        shutil.copy2(src, dst)
 
     report = [f"# Campaign of {time.strftime('%Y-%m-%d %H:%M')}, device {device}", ""]
     for renderer in ("project", "heldout"):

@@ -36,7 +36,9 @@ def test_entry_point_imports_torch_before_qt():
 @pytest.mark.slow
 def test_self_test_restores_a_sample_through_the_window(tmp_path, tiny_bundle):
     resources = tmp_path / "resources"
-    shutil.copytree(tiny_bundle, resources / "models" / "default")
+    from engine.bundle import bundled_model_dir
+
+    shutil.copytree(tiny_bundle, bundled_model_dir(resources))
     from tests.desktop.conftest import make_photo
 
     make_photo(resources / "samples" / "sample.png", (96, 128), 7)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from desktop.model_manager import ModelManager, check_bundle, model_card
+from engine.bundle import ModelBundle
 
 
 def fake_bundle(folder):
     folder.mkdir(parents=True)
-    for name in ("detector.json", "detector.safetensors", "restorer.json", "restorer.safetensors"):
-        (folder / name).write_bytes(b"{}")
-    (folder / "README.md").write_text("# My model\n\nTrained on holiday photos.\n")
+    bundle = ModelBundle(folder)
+    for file in bundle.files():
+        file.write_bytes(b"{}")
+    bundle.write_card("# My model\n\nTrained on holiday photos.\n")
     return folder
 
 

@@ -12,6 +12,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
+from engine.bundle import DETECTOR, RESTORER, ModelBundle
 from engine.training.campaign import load_plan, main, pack_photos
 from engine.training.common import RecipeError
 
@@ -89,7 +90,7 @@ def test_the_gpu_scale_file_applies_to_both_v2_recipes():
     assert det.presence and det.views == "pool"  # the rest is detector_v2.toml's
     assert res.pool_size > 0 and res.identity_fraction > 0 and res.crop == 256 and res.region_min >= res.crop
     assert res.unet.base_channels == 24  # [unet] from restorer_v2.toml, untouched
-    assert (ROOT / plan.scale.detector_init / "detector.json").is_file()  # the CPU campaign's detector goes on
+    assert ModelBundle(ROOT / plan.scale.detector_init).config_file(DETECTOR).is_file()  # the CPU campaign's detector goes on
     total = det.minutes + res.minutes + (plan.scale.ablation_minutes if plan.scale.ablation else 0)
     assert 0 < total <= 10  # training minutes; fills, evaluation and the benchmark come on top
 
@@ -139,7 +140,9 @@ def test_gpu_campaign_script_runs_on_cpu_with_tiny_steps(photos, tmp_path):
     weights.write_bytes(b"".join(p.read_bytes() for p in sorted(out.glob("weights.tar.part*"))))
     with tarfile.open(weights) as tar:
         got = set(tar.getnames())
-    assert {"bundle/detector.safetensors", "bundle/restorer.safetensors", "ablation/restorer.safetensors"} <= got
+    bundle, ablation = ModelBundle(Path("bundle")), ModelBundle(Path("ablation"))
+    names = {bundle.weights_file(DETECTOR), bundle.weights_file(RESTORER), ablation.weights_file(RESTORER)}
+    assert {p.as_posix() for p in names} <= got
     from engine.runtime import Restorer
 
     Restorer(work / "bundle", device="cpu")  # the bundle loads as a model folder

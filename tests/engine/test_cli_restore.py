@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from engine.bundle import RESTORER, ModelBundle, bundled_model_dir
 from engine.cli import main
 from tests.engine.test_runtime import tiny_bundle  # noqa: F401  (a fixture)
 
@@ -110,7 +111,7 @@ def fake_resources(tmp_path, bundle) -> Path:
     import shutil
 
     res = tmp_path / "resources"
-    shutil.copytree(bundle, res / "models" / "default")
+    shutil.copytree(bundle, bundled_model_dir(res))
     write_photo(res / "samples" / "first.jpg", size=(96, 64))
     return res
 
@@ -123,7 +124,7 @@ def test_self_test_passes_with_a_bundle(tmp_path, tiny_bundle, monkeypatch, caps
 
 def test_self_test_fails_without_a_model(tmp_path, tiny_bundle, monkeypatch, capsys):  # noqa: F811
     res = fake_resources(tmp_path, tiny_bundle)
-    (res / "models" / "default" / "restorer.safetensors").unlink()
+    ModelBundle(bundled_model_dir(res)).weights_file(RESTORER).unlink()
     monkeypatch.setenv("PHOTOMEND_RESOURCES", str(res))
     assert main(["--self-test"]) == 1
     assert "FAILED" in capsys.readouterr().err

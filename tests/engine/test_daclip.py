@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from engine.bundle import DETECTOR, ModelBundle
 from engine.models.daclip import (
     DaClip,
     DaClipConfig,
@@ -139,7 +140,7 @@ def test_save_load_round_trip(model, tmp_path, dtype):
     with torch.no_grad():
         model.zero_linears[1].weight.normal_(std=0.1)  # make the control path matter
     save_pretrained(model, tmp_path, dtype=dtype)
-    assert (tmp_path / "detector.json").is_file() and (tmp_path / "detector.safetensors").is_file()
+    assert ModelBundle(tmp_path).has(DETECTOR)
     loaded = load_pretrained(tmp_path)
     assert loaded.cfg == model.cfg
     assert all(p.dtype == torch.float32 for p in loaded.parameters())
@@ -156,8 +157,8 @@ def test_save_load_round_trip(model, tmp_path, dtype):
 
 def test_load_refuses_wrong_architecture(model, tmp_path):
     save_pretrained(model, tmp_path)
-    text = (tmp_path / "detector.json").read_text().replace("daclip-slots", "unet")
-    (tmp_path / "detector.json").write_text(text)
+    config = ModelBundle(tmp_path).config_file(DETECTOR)
+    config.write_text(config.read_text().replace("daclip-slots", "unet"))
     with pytest.raises(ModelFileError, match="architecture"):
         load_pretrained(tmp_path)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import torch
 from PIL import Image
 
 from engine.api import Detection
+from engine.bundle import DETECTOR, ModelBundle
 from engine.cli import main as cli_main
 from engine.detect import Detector, crop_boxes
 from engine.detect_eval import DetectionReport, calibrate_thresholds
@@ -160,16 +162,17 @@ def test_a_detected_name_no_slot_is_labelled_with_conditions_through_its_prototy
 
 
 def test_thresholds_are_stored_with_the_model_and_checked(model_dir, tmp_path):
-    meta = json.loads((model_dir / "detector.json").read_text())
+    source, copy = ModelBundle(model_dir), ModelBundle(tmp_path)
+    meta = json.loads(source.config_file(DETECTOR).read_text())
     assert meta["config"]["thresholds"] == []
     meta["config"]["thresholds"] = [0.6] * len(DEGRADATIONS)
-    (tmp_path / "detector.json").write_text(json.dumps(meta))
-    (tmp_path / "detector.safetensors").write_bytes((model_dir / "detector.safetensors").read_bytes())
+    copy.config_file(DETECTOR).write_text(json.dumps(meta))
+    copy.weights_file(DETECTOR).write_bytes(source.weights_file(DETECTOR).read_bytes())
     assert set(Detector.from_dir(tmp_path).thresholds.values()) == {0.6}
     for bad in ([0.6] * 3, [1.5] * len(DEGRADATIONS)):
         meta["config"]["thresholds"] = bad
-        (tmp_path / "detector.json").write_text(json.dumps(meta))
-        with pytest.raises(ModelFileError, match="detector.json: bad config"):
+        copy.config_file(DETECTOR).write_text(json.dumps(meta))
+        with pytest.raises(ModelFileError, match=re.escape(copy.config_file(DETECTOR).name) + ": bad config"):
             load_pretrained(tmp_path)
 
 
@@ -206,9 +209,9 @@ def test_cli_calibrate_writes_a_calibrated_copy(model_dir, tmp_path, capsys):
     out = tmp_path / "calibrated"
     assert cli_main(["detect", "--calibrate", str(data), "--model", str(model_dir), "--out", str(out)]) == 0
     assert "| type | threshold |" in capsys.readouterr().out
-    thresholds = json.loads((out / "detector.json").read_text())["config"]["thresholds"]
+    thresholds = json.loads(ModelBundle(out).config_file(DETECTOR).read_text())["config"]["thresholds"]
     assert len(thresholds) == len(DEGRADATIONS) and all(0 < v < 1 for v in thresholds)
-    assert (out / "detector.safetensors").read_bytes() == (model_dir / "detector.safetensors").read_bytes()
+    assert ModelBundle(out).weights_file(DETECTOR).read_bytes() == ModelBundle(model_dir).weights_file(DETECTOR).read_bytes()
     assert list(Detector.from_dir(out).thresholds.values()) == thresholds
     umask = os.umask(0)
     os.umask(umask)

@@ -1,8 +1,11 @@
 """RestorationModel: the inference contract (padding, steps, determinism) and save/load."""
 
+import re
+
 import pytest
 import torch
 
+from engine.bundle import RESTORER, ModelBundle
 from engine.models.serialization import ModelFileError
 from engine.models.unet import UNetConfig
 from engine.restoration import RestorationModel, RestorerConfig
@@ -66,7 +69,7 @@ def test_unconditioned_ignores_condition():
 def test_save_load_round_trip(tmp_path, conditioned):
     m = _model(conditioned)
     m.save(tmp_path)
-    assert (tmp_path / "restorer.json").is_file() and (tmp_path / "restorer.safetensors").is_file()
+    assert ModelBundle(tmp_path).config_file(RESTORER).is_file() and ModelBundle(tmp_path).weights_file(RESTORER).is_file()
     back = RestorationModel.from_dir(tmp_path)
     assert back.config == m.config and back.multiple == m.multiple and back.cond_dim == 12
     lq, c = torch.rand(1, 3, 16, 16), torch.randn(1, 3, 12)
@@ -77,11 +80,11 @@ def test_load_rejects_mismatched_weights(tmp_path):
     _model().save(tmp_path)
     other = RestorationModel(RestorerConfig(UNetConfig(base_channels=16, cond_dim=12), TINY.sde))
     other.save(tmp_path / "other")
-    (tmp_path / "other" / "restorer.safetensors").replace(tmp_path / "restorer.safetensors")
-    with pytest.raises(ModelFileError, match="restorer.safetensors"):
+    ModelBundle(tmp_path / "other").weights_file(RESTORER).replace(ModelBundle(tmp_path).weights_file(RESTORER))
+    with pytest.raises(ModelFileError, match=re.escape(ModelBundle(tmp_path).weights_file(RESTORER).name)):
         RestorationModel.from_dir(tmp_path)
 
 
 def test_missing_files(tmp_path):
-    with pytest.raises(ModelFileError, match="restorer.json"):
+    with pytest.raises(ModelFileError, match=re.escape(ModelBundle(tmp_path).config_file(RESTORER).name)):
         RestorationModel.from_dir(tmp_path)

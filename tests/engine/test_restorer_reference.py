@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.resources import bundled_model_dir, is_model_bundle
+from engine.bundle import bundled_model_dir, is_model_bundle
 
 REFERENCE = Path(__file__).parent / "data" / "restorer_reference.npz"
 # float32 on one CPU: a different oneDNN kernel, thread count or memory layout reorders the sums;
@@ -44,8 +44,9 @@ def _inputs() -> tuple[np.ndarray, np.ndarray]:
 def _outputs(photo: np.ndarray, condition: np.ndarray) -> dict[str, np.ndarray]:
     import torch
 
+    from engine.analysis import Analysis
     from engine.api import Detection, RestoreOptions
-    from engine.runtime import Prepared, Restorer
+    from engine.runtime import Restorer
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the same summation order however many cores the machine has
@@ -57,7 +58,7 @@ def _outputs(photo: np.ndarray, condition: np.ndarray) -> dict[str, np.ndarray]:
         one_step = restorer.model.predict(lq, cond, steps=1)
         generator = torch.Generator().manual_seed(7)
         three_steps = restorer.model.predict(lq, cond, steps=3, generator=generator)
-        prepared = Prepared(Detection(("noisy",), {}), torch.from_numpy(condition))
+        prepared = Analysis(Detection(("noisy",), {}), torch.from_numpy(condition))
         tiled = restorer.restore_prepared(image, prepared, RestoreOptions(steps=1, tile=64))
     finally:
         torch.set_num_threads(threads)

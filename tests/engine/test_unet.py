@@ -174,7 +174,9 @@ def test_weights_saved_before_the_statistics_input_still_load(tmp_path):
     model = RestorationModel(RestorerConfig(unet=AFFINE))
     _perturb(model.net)
     model.save(tmp_path)
-    weights = tmp_path / "restorer.safetensors"
+    from engine.bundle import RESTORER, ModelBundle
+
+    weights = ModelBundle(tmp_path).weights_file(RESTORER)
     legacy = {k.replace("global_affine.cond_in.", "global_affine.mlp.").replace("global_affine.out.1.", "global_affine.mlp.3."): v
               for k, v in load_file(str(weights)).items()}  # the names of the old layout
     assert "global_affine.mlp.3.weight" in legacy

@@ -8,6 +8,7 @@ every other test loads the payload through one engine path and checks the marker
 from __future__ import annotations
 
 import pickle
+import re
 import shutil
 import struct
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine.bundle import DETECTOR, RESTORER, ModelBundle
 from engine.cli import main as photomend
 from engine.detect import Detector
 from engine.models.official import load_official, read_official_state_dict
@@ -72,23 +74,23 @@ def good_bundle(tmp_path_factory) -> Path:
 def poisoned_bundle(tmp_path: Path, good: Path, stem: str, data: bytes) -> Path:
     folder = tmp_path / f"poisoned-{stem}"
     shutil.copytree(good, folder)
-    (folder / f"{stem}.safetensors").write_bytes(data)
+    ModelBundle(folder).weights_file(stem).write_bytes(data)
     return folder
 
 
-@pytest.mark.parametrize("stem", ["detector", "restorer"])
+@pytest.mark.parametrize("stem", [DETECTOR, RESTORER])
 @pytest.mark.parametrize("kind", ["raw", "zip"])
 def test_pickle_disguised_as_safetensors_is_refused(tmp_path, good_bundle, marker, stem, kind):
     data = raw_pickle(marker) if kind == "raw" else torch_zip(marker, tmp_path / "evil.pt").read_bytes()
     folder = poisoned_bundle(tmp_path, good_bundle, stem, data)
     loaders = [lambda: Restorer(folder, "cpu")]
-    loaders.append((lambda: Detector.from_dir(folder)) if stem == "detector"
+    loaders.append((lambda: Detector.from_dir(folder)) if stem == DETECTOR
                    else (lambda: RestorationModel.from_dir(folder)))
     for load in loaders:
         with pytest.raises(ModelFileError) as info:
             load()
         message = str(info.value)
-        assert "\n" not in message and str(folder / f"{stem}.safetensors") in message
+        assert "\n" not in message and str(ModelBundle(folder).weights_file(stem)) in message
         assert "safetensors" in message
 
 
@@ -135,7 +137,7 @@ def test_clip_base_weights_with_payload_are_refused(tmp_path, marker):
 
 
 def test_cli_refuses_a_poisoned_bundle(tmp_path, good_bundle, marker, capsys):
-    folder = poisoned_bundle(tmp_path, good_bundle, "detector", raw_pickle(marker))
+    folder = poisoned_bundle(tmp_path, good_bundle, DETECTOR, raw_pickle(marker))
     photo = tmp_path / "in" / "p.png"
     photo.parent.mkdir()
     from PIL import Image
@@ -143,7 +145,7 @@ def test_cli_refuses_a_poisoned_bundle(tmp_path, good_bundle, marker, capsys):
     Image.new("RGB", (16, 16)).save(photo)
     assert photomend(["restore", str(photo), "-o", str(tmp_path / "out"), "--model", str(folder)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "detector.safetensors" in err
+    assert len(err.splitlines()) == 1 and ModelBundle(folder).weights_file(DETECTOR).name in err
     evil = tmp_path / "evil.pt"
     evil.write_bytes(raw_pickle(marker))
     assert photomend(["detect", str(photo), "--model", str(evil)]) == 2
@@ -164,10 +166,11 @@ def test_wrong_shapes_name_the_file(tmp_path, good_bundle):
     wider = UNetConfig(**{**config.unet.__dict__, "base_channels": 16})
     other = tmp_path / "other"
     RestorationModel(RestorerConfig(unet=wider)).save(other)
-    shutil.copy(other / "restorer.safetensors", folder / "restorer.safetensors")
-    with pytest.raises(ModelFileError, match=r"restorer\.safetensors: tensor .* has shape") as info:
+    weights = ModelBundle(folder).weights_file(RESTORER)
+    shutil.copy(ModelBundle(other).weights_file(RESTORER), weights)
+    with pytest.raises(ModelFileError, match=re.escape(weights.name) + ": tensor .* has shape") as info:
         Restorer(folder, "cpu")
-    assert str(folder / "restorer.safetensors") in str(info.value)
+    assert str(weights) in str(info.value)
 
 
 def test_missing_and_extra_tensors_name_the_file(tmp_path, good_bundle):
@@ -175,13 +178,14 @@ def test_missing_and_extra_tensors_name_the_file(tmp_path, good_bundle):
 
     folder = tmp_path / "missing"
     shutil.copytree(good_bundle, folder)
-    tensors = load_file(str(folder / "detector.safetensors"))
+    weights = ModelBundle(folder).weights_file(DETECTOR)
+    tensors = load_file(str(weights))
     tensors.pop(sorted(tensors)[0])
     tensors["backdoor.weight"] = torch.zeros(3)
-    save_file(tensors, str(folder / "detector.safetensors"))
+    save_file(tensors, str(weights))
     with pytest.raises(ModelFileError, match="weights do not fit") as info:
         Restorer(folder, "cpu")
-    assert str(folder / "detector.safetensors") in str(info.value)
+    assert str(weights) in str(info.value)
 
 
 def test_unknown_architecture_names_the_file(tmp_path, good_bundle):
@@ -189,25 +193,26 @@ def test_unknown_architecture_names_the_file(tmp_path, good_bundle):
 
     folder = tmp_path / "unknown"
     shutil.copytree(good_bundle, folder)
-    meta = json.loads((folder / "restorer.json").read_text())
+    config = ModelBundle(folder).config_file(RESTORER)
+    meta = json.loads(config.read_text())
     meta["architecture"] = "mystery-net"
-    (folder / "restorer.json").write_text(json.dumps(meta))
+    config.write_text(json.dumps(meta))
     with pytest.raises(ModelFileError, match="unknown architecture 'mystery-net'") as info:
         Restorer(folder, "cpu")
-    assert str(folder / "restorer.json") in str(info.value)
-    meta["architecture"] = json.loads((good_bundle / "restorer.json").read_text())["architecture"]
+    assert str(config) in str(info.value)
+    meta["architecture"] = ModelBundle(good_bundle).config(RESTORER)["architecture"]
     meta["config"]["__class__"] = "os.system"
-    (folder / "restorer.json").write_text(json.dumps(meta))
+    config.write_text(json.dumps(meta))
     with pytest.raises(ModelFileError, match="unknown config keys") as info:
         Restorer(folder, "cpu")
-    assert str(folder / "restorer.json") in str(info.value)
+    assert str(config) in str(info.value)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "huge header", "empty", "garbage json"])
 def test_damaged_safetensors_name_the_file(tmp_path, good_bundle, damage):
     folder = tmp_path / "damaged"
     shutil.copytree(good_bundle, folder)
-    target = folder / "restorer.safetensors"
+    target = ModelBundle(folder).weights_file(RESTORER)
     data = target.read_bytes()
     if damage == "truncated":
         data = data[: len(data) // 2]
