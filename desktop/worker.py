@@ -143,6 +143,7 @@ class BatchWorker(QObject):
     @Slot()
     def analyze(self) -> None:
         """Analyse the pending photos in order until none is left or a batch is waiting."""
+        from engine.batch import file_error
         while not self.batch_waiting.is_set():
             item = self.pending.pop()
             if item is None:
@@ -159,8 +160,7 @@ class BatchWorker(QObject):
             try:
                 detection = self._analyses.analyze(path)
             except Exception as exc:  # one unreadable photo must not stop the others
-                msg = one_line(exc)
-                self.analysisFailed.emit(path, msg if str(path) in msg else f"{path}: {msg}")
+                self.analysisFailed.emit(path, file_error(exc, path))
             else:
                 self.analysed.emit(path, detection, self._analyses.guard(path))
 

@@ -220,7 +220,8 @@ class Manifest:
 # --------------------------------------------------------------------------- the batch
 
 
-def _one_line(exc: BaseException, path: Path) -> str:
+def file_error(exc: BaseException, path: Path) -> str:
+    """``exc`` in one line that names ``path`` (the message of a photo that failed)."""
     text = atomic.one_line(exc)
     return text if str(path) in text else f"{path}: {text}"
 
@@ -311,7 +312,7 @@ def run_batch(inputs: list[tuple[Path, Path]], settings: BatchSettings, restorer
             future.result()
             result.status = "done"
         except Exception as exc:
-            result.status, result.error = "failed", _one_line(exc, path)
+            result.status, result.error = "failed", file_error(exc, path)
         result.seconds = round(time.perf_counter() - start, 3)
         if result.status == "done":
             emit(BatchEvent("done", path, index, total, output=output, detection=detection,
@@ -382,7 +383,7 @@ def run_batch(inputs: list[tuple[Path, Path]], settings: BatchSettings, restorer
                 result.seconds = round(time.perf_counter() - start, 3)
                 emit(BatchEvent("cancelled", path, index, total, seconds=result.seconds))
             except Exception as exc:  # one bad file must not stop the batch
-                result.status, result.error = "failed", _one_line(exc, path)
+                result.status, result.error = "failed", file_error(exc, path)
                 result.seconds = round(time.perf_counter() - start, 3)
                 emit(BatchEvent("failed", path, index, total, seconds=result.seconds, error=result.error))
         finish_write(block=True)
