@@ -24,7 +24,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.state import FORMATS, OVERWRITE_POLICIES, PRESETS, Settings, SettingsStore
+from desktop.state import FORMATS, PRESETS, Settings, SettingsStore
+from engine.jobs import OVERWRITE_POLICIES
 
 PRESET_TIPS = {name: f"{steps} SDE step{'s' if steps > 1 else ''}" for name, steps in PRESETS.items()}
 OVERWRITE_LABELS = {

@@ -13,8 +13,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from engine import atomic
-from engine.api import Detection
+from engine.api import Detection, Range, settings_field
 from engine.guard import GuardDecision
+from engine.imageio import FORMATS as ENGINE_FORMATS
 from engine.jobs import BatchSettings
 from engine.vocab import DEGRADATIONS
 
@@ -22,9 +23,7 @@ APP_NAME = "PhotoMend"
 CONFIG_ENV = "PHOTOMEND_CONFIG_DIR"  # overrides platformdirs (tests, portable installs)
 
 PRESETS: dict[str, int] = {"Fast": 1, "Balanced": 4, "Best": 20}
-FORMATS: tuple[str, ...] = ("same", "jpeg", "png", "webp", "tiff", "bmp")
-NAMINGS: tuple[str, ...] = ("suffix", "subfolder")
-OVERWRITE_POLICIES: tuple[str, ...] = ("skip", "overwrite", "rename")
+FORMATS: tuple[str, ...] = ("same", *ENGINE_FORMATS)  # "same": the input's format (the engine's None)
 
 
 class Observable:
@@ -183,22 +182,51 @@ def config_dir() -> Path:
     return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False))
 
 
+def _engine_default(name: str):
+    """The engine's default for the batch setting ``name`` (:class:`~engine.jobs.BatchSettings`)."""
+    return settings_field(BatchSettings, name).default
+
+
+@dataclass(frozen=True)
+class DesktopBatch(BatchSettings):
+    """A batch as the window asks for it: the job's :class:`~engine.jobs.BatchSettings` and the model
+    folder (``None``: bundled) and device the worker builds its restorer from (not settings of the job)."""
+
+    model_dir: Path | None = None
+    device: str = "auto"
+
+    def job_settings(self) -> BatchSettings:
+        """The settings of the job alone."""
+        return BatchSettings(**{f.name: getattr(self, f.name) for f in fields(BatchSettings)})
+
+
+# Settings the desktop shows its own way (the rest of the batch settings pass through as they are).
+_OWN_WAY = {"output_dir", "format", "tile", "strength", "suffix"}
+
+
 @dataclass
 class Settings:
-    """What the user chose in the settings panel; saved as JSON between runs."""
+    """What the user chose in the settings panel; saved as JSON between runs.
+
+    The fields the engine's :class:`~engine.jobs.BatchSettings` also has take its default, range and
+    choices and go to it unchanged, except those the desktop sets its own way: ``output_dir`` (text,
+    ``""`` = not chosen), ``format`` (``"same"`` = the input's), ``tile`` (``0`` = from memory),
+    ``strength`` (percent) and ``suffix`` (``"_restored"`` by default); ``preset`` names the steps.
+    ``device``, ``model_dir``, ``models`` and ``recursive`` say how a batch is built, not how it restores.
+    """
 
     output_dir: str = ""
-    naming: str = "suffix"
+    naming: str = _engine_default("naming")
     suffix: str = "_restored"
-    subfolder: str = "restored"
+    subfolder: str = _engine_default("subfolder")
     format: str = "same"
-    quality: int = 95
+    quality: int = _engine_default("quality")
     device: str = "auto"
     preset: str = "Fast"
     tile: int = 0  # 0 = chosen from available memory
     recursive: bool = True
-    overwrite: str = "skip"
-    keep_clean: bool = False  # photos in which nothing is detected are written unchanged
+    overwrite: str = _engine_default("overwrite")
+    keep_clean: bool = _engine_default("keep_clean")  # photos in which nothing is detected are written unchanged
     strength: int = 100  # percent of the restoration applied (100 = all of it)
     model_dir: str = ""  # "" = the bundled model
     models: list[str] = field(default_factory=list)  # bundles added from disk
@@ -207,26 +235,23 @@ class Settings:
     def steps(self) -> int:
         return PRESETS.get(self.preset, 1)
 
-    def batch_settings(self, degradations: tuple[str, ...] | None = None, **overrides) -> BatchSettings:
-        """The engine's :class:`BatchSettings` for these choices (``output_dir`` must be set)."""
+    def batch_settings(self, degradations: tuple[str, ...] | None = None, **overrides) -> DesktopBatch:
+        """The engine's settings for these choices, with the model and device (``output_dir`` must be set)."""
         if not self.output_dir:
             raise ValueError("choose an output folder first")
-        bs = BatchSettings(
+        ours = {f.name for f in fields(Settings)} - _OWN_WAY
+        passed = {f.name: getattr(self, f.name) for f in fields(BatchSettings) if f.name in ours}
+        bs = DesktopBatch(
+            **passed,
             output_dir=Path(self.output_dir),
-            naming=self.naming,
             suffix=self.suffix,
-            subfolder=self.subfolder,
             format=None if self.format == "same" else self.format,
-            quality=int(self.quality),
-            recursive=bool(self.recursive),
-            overwrite=self.overwrite,
-            steps=self.steps,
             tile=int(self.tile) or None,
-            device=self.device,
+            strength=self.strength / 100.0,
+            steps=self.steps,
             degradations=degradations,
             model_dir=Path(self.model_dir) if self.model_dir else None,
-            keep_clean=bool(self.keep_clean),
-            strength=self.strength / 100.0,
+            device=self.device,
         )
         return replace(bs, **overrides) if overrides else bs
 
@@ -234,22 +259,30 @@ class Settings:
         """A copy with out-of-range values replaced by defaults (a hand-edited file must not crash the app)."""
         d = Settings()
         fixed = replace(self)
-        if fixed.naming not in NAMINGS:
-            fixed.naming = d.naming
+        engine = {f.name: f for f in fields(BatchSettings)}
+        for f in fields(Settings):
+            value, default = getattr(fixed, f.name), getattr(d, f.name)
+            if isinstance(default, bool) and not isinstance(value, bool):  # the check boxes take only booleans
+                setattr(fixed, f.name, default)
+            elif f.name in engine and f.name not in _OWN_WAY:
+                bounds, choices = engine[f.name].metadata.get("range"), engine[f.name].metadata.get("choices")
+                if choices and value not in choices:
+                    setattr(fixed, f.name, default)
+                elif bounds is not None:
+                    setattr(fixed, f.name, int(bounds.clamp(int(value))))
         if fixed.format not in FORMATS:
             fixed.format = d.format
         if fixed.preset not in PRESETS:
             fixed.preset = d.preset
-        if fixed.overwrite not in OVERWRITE_POLICIES:
-            fixed.overwrite = d.overwrite
-        fixed.quality = min(100, max(1, int(fixed.quality)))
         fixed.tile = max(0, int(fixed.tile))
-        fixed.strength = d.strength if isinstance(fixed.strength, bool) else min(100, max(0, int(fixed.strength)))
+        percent = _percent(settings_field(BatchSettings, "strength").metadata["range"])
+        fixed.strength = d.strength if isinstance(fixed.strength, bool) else int(percent.clamp(int(fixed.strength)))
         fixed.models = [str(m) for m in fixed.models if isinstance(m, str)]
-        for name in ("recursive", "keep_clean"):  # the check boxes take only real booleans
-            if not isinstance(getattr(fixed, name), bool):
-                setattr(fixed, name, getattr(d, name))
         return fixed
+
+
+def _percent(fraction: Range) -> Range:
+    return Range(fraction.low * 100, None if fraction.high is None else fraction.high * 100)
 
 
 class SettingsStore(Observable):

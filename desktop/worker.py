@@ -1,7 +1,7 @@
 """The one worker that drives the engine, living in its own QThread.
 
-The GUI thread asks for work by emitting :attr:`WorkerHost.requested`; the worker runs
-:func:`engine.batch.run_batch` for each task and reports every :class:`~engine.jobs.BatchEvent`
+The GUI thread asks for work by emitting :attr:`WorkerHost.requested`; the worker validates and
+runs one :class:`engine.batch.BatchJob` for each task (the checks the CLI makes before it starts) and reports every :class:`~engine.jobs.BatchEvent`
 through a queued signal. Cancelling sets a :class:`~engine.api.CancelToken` directly (thread-safe),
 and the engine checks it between tiles, so the interface never waits for the worker.
 
@@ -21,12 +21,15 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from engine.api import CancelToken
 from engine.atomic import one_line
-from engine.jobs import BatchSettings
+
+if TYPE_CHECKING:
+    from desktop.state import DesktopBatch
 
 RestorerFactory = Callable[[Path | None, str], object]
 
@@ -91,10 +94,11 @@ class PendingAnalyses:
 
 @dataclass(frozen=True)
 class Task:
-    """One call of ``run_batch``: ``inputs`` are ``(file, root)`` pairs, all with the same settings."""
+    """One :class:`~engine.batch.BatchJob`: ``inputs`` are ``(file, root)`` pairs, all with the same
+    settings; ``settings`` also name the model and device (:class:`desktop.state.DesktopBatch`)."""
 
     inputs: tuple[tuple[Path, Path], ...]
-    settings: BatchSettings
+    settings: DesktopBatch
 
 
 class BatchWorker(QObject):
@@ -139,6 +143,7 @@ class BatchWorker(QObject):
     @Slot()
     def analyze(self) -> None:
         """Analyse the pending photos in order until none is left or a batch is waiting."""
+        from engine.batch import file_error
         while not self.batch_waiting.is_set():
             item = self.pending.pop()
             if item is None:
@@ -155,15 +160,15 @@ class BatchWorker(QObject):
             try:
                 detection = self._analyses.analyze(path)
             except Exception as exc:  # one unreadable photo must not stop the others
-                msg = one_line(exc)
-                self.analysisFailed.emit(path, msg if str(path) in msg else f"{path}: {msg}")
+                self.analysisFailed.emit(path, file_error(exc, path))
             else:
                 self.analysed.emit(path, detection, self._analyses.guard(path))
 
     @Slot(object)
     def run(self, tasks: list[Task]) -> None:
-        """Run ``tasks``; emits :attr:`finished` (also after a cancel) or :attr:`failed`."""
-        from engine.batch import run_batch
+        """Run ``tasks``; emits :attr:`finished` (also after a cancel) or :attr:`failed` (also when a
+        task does not pass :meth:`~engine.batch.BatchJob.validate`)."""
+        from engine.batch import BatchJob
 
         self.batch_waiting.clear()
         results: list = []
@@ -173,9 +178,9 @@ class BatchWorker(QObject):
                     break
                 s = task.settings
                 restorer = self._restorer_for(s.model_dir, s.device)
-                results += run_batch(
-                    list(task.inputs), s, restorer, self.event.emit, self.cancel_token, analyses=self._analyses
-                )
+                job = BatchJob(task.inputs, s.job_settings(), restorer, analyses=self._analyses)
+                job.validate()
+                results += job.run(self.event.emit, self.cancel_token)
         except Exception as exc:  # the worker must survive anything the engine raises
             msg = one_line(exc)
             self.log.emit("".join(traceback.format_exception(exc)).rstrip())

@@ -3,6 +3,9 @@
 * :func:`collect_inputs` walks files and folders (recursively if asked; symlink loops are safe;
   hidden files and anything inside the output folder are never picked).
 * :func:`plan_output` mirrors the input tree under the output folder, same stem and format by default.
+* :class:`BatchJob` is one restore job (inputs, :class:`~engine.jobs.BatchSettings`, the model): its
+  :meth:`~BatchJob.validate` holds every check made before a job starts, :meth:`~BatchJob.run`
+  restores, :meth:`~BatchJob.report` builds the JSON report. The CLI and the desktop worker both drive it.
 * :func:`run_batch` restores each file, reports :class:`~engine.jobs.BatchEvent` s through a
   callback (``"progress"`` per tile) and returns one :class:`~engine.jobs.FileResult` per file.
   One bad file is reported and the batch goes on. It can be called again and again (the desktop
@@ -27,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine import atomic
-from engine.api import Cancelled, CancelToken, Detection, ProgressEvent, RestoreOptions
+from engine.api import Cancelled, CancelToken, Detection, JobError, ProgressEvent
 from engine.guard import GuardDecision, applied_strength
 from engine.imageio import (
     FORMATS,
@@ -155,6 +158,7 @@ def settings_record(settings: BatchSettings, restorer: Restorer | None = None) -
         "quality": settings.quality,
         # only when set: outputs restored before the option existed are still skipped on a rerun
         **({"strength": settings.strength} if settings.strength != 1.0 else {}),
+        **({"seed": settings.seed} if settings.seed != 0 else {}),
         # the guard changes outputs: restored before it existed (or with it off) means restore again
         "guard": (None if settings.guard is None else
                   {"keep_below": settings.guard.keep_below, "full_above": settings.guard.full_above}),
@@ -216,7 +220,8 @@ class Manifest:
 # --------------------------------------------------------------------------- the batch
 
 
-def _one_line(exc: BaseException, path: Path) -> str:
+def file_error(exc: BaseException, path: Path) -> str:
+    """``exc`` in one line that names ``path`` (the message of a photo that failed)."""
     text = atomic.one_line(exc)
     return text if str(path) in text else f"{path}: {text}"
 
@@ -291,8 +296,7 @@ def run_batch(inputs: list[tuple[Path, Path]], settings: BatchSettings, restorer
     emit = on_event or (lambda event: None)
     total = len(inputs)
     record = settings_record(settings, restorer)
-    options = RestoreOptions(steps=settings.steps, tile=settings.tile, degradations=settings.degradations,
-                             keep_clean=settings.keep_clean, strength=settings.strength, guard=settings.guard)
+    options = settings.restore_options()
     manifest = Manifest(settings.output_dir)
     planner = _Planner(inputs, settings, record, manifest)
     results: list[FileResult] = []
@@ -308,7 +312,7 @@ def run_batch(inputs: list[tuple[Path, Path]], settings: BatchSettings, restorer
             future.result()
             result.status = "done"
         except Exception as exc:
-            result.status, result.error = "failed", _one_line(exc, path)
+            result.status, result.error = "failed", file_error(exc, path)
         result.seconds = round(time.perf_counter() - start, 3)
         if result.status == "done":
             emit(BatchEvent("done", path, index, total, output=output, detection=detection,
@@ -379,7 +383,7 @@ def run_batch(inputs: list[tuple[Path, Path]], settings: BatchSettings, restorer
                 result.seconds = round(time.perf_counter() - start, 3)
                 emit(BatchEvent("cancelled", path, index, total, seconds=result.seconds))
             except Exception as exc:  # one bad file must not stop the batch
-                result.status, result.error = "failed", _one_line(exc, path)
+                result.status, result.error = "failed", file_error(exc, path)
                 result.seconds = round(time.perf_counter() - start, 3)
                 emit(BatchEvent("failed", path, index, total, seconds=result.seconds, error=result.error))
         finish_write(block=True)
@@ -392,3 +396,126 @@ def summarize(results: Iterable[FileResult]) -> dict[str, int]:
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1
     return counts
+
+
+# --------------------------------------------------------------------------- the job
+
+REPORT_VERSION = 1
+
+
+class NoBundledModel(JobError):
+    """The job asks for the bundled model and none is bundled (the CLI says so and restores nothing)."""
+
+
+def check_model(model_dir: Path | None) -> None:
+    """Raise :class:`JobError` unless ``model_dir`` (``None``: the bundled one) is a model bundle."""
+    from engine.bundle import bundled_model_dir, describe_layout, is_model_bundle
+
+    if model_dir is None and not is_model_bundle(bundled_model_dir()):
+        raise NoBundledModel(f"no model is bundled yet ({bundled_model_dir()} is empty)")
+    if model_dir is not None and not is_model_bundle(model_dir):
+        raise JobError(f"{model_dir}: not a model bundle (needs {describe_layout()})")
+
+
+def load_restorer(model_dir: Path | None, device: str) -> Restorer:
+    """The one place a job opens its model: today the runtime's :class:`~engine.runtime.Restorer` over a
+    model folder (``None``: the bundled one). Errors are :class:`JobError` in one line."""
+    from engine.models.serialization import ModelFileError
+    from engine.runtime import ModelNotFoundError, Restorer
+
+    try:
+        return Restorer(model_dir, device=device)
+    except (ModelFileError, ModelNotFoundError) as exc:
+        raise JobError(str(exc)) from None
+    except (ValueError, RuntimeError) as exc:  # e.g. a forced device that is not there
+        raise JobError(str(exc).splitlines()[0]) from None
+
+
+def check_writable(folder: Path) -> None:
+    """Fail fast, in one line, when the output folder cannot be created or written (read-only disk)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic.new_part_file(folder / ".photomend-probe").unlink()
+    except OSError as exc:
+        raise JobError(f"{folder}: cannot write to the output folder ({exc.strerror or exc})") from None
+
+
+class BatchJob:
+    """One restore job: its inputs, its :class:`~engine.jobs.BatchSettings` and the model that restores it.
+
+    ``inputs``: ``(file, root)`` pairs (:func:`collect_inputs`); :meth:`from_paths` collects them from
+    files and folders when the job is validated. The model: ``restorer`` when one is loaded already (the
+    desktop keeps its own), else ``model_dir`` (``None``: the bundled model) opened on ``device`` by
+    :func:`load_restorer` (:meth:`open_model`). ``analyses``: photos analysed beforehand, not detected again.
+    """
+
+    def __init__(self, inputs, settings: BatchSettings, restorer: Restorer | None = None, *,
+                 model_dir: Path | None = None, device: str = "auto", analyses: AnalysisCache | None = None):
+        self.inputs: list[tuple[Path, Path]] = [(Path(p), Path(r)) for p, r in inputs]
+        self.settings, self.restorer, self.analyses = settings, restorer, analyses
+        self.model_dir, self.device = (Path(model_dir) if model_dir is not None else None), device
+        self._sources: list[Path] | None = None
+        self._recursive = False
+
+    @classmethod
+    def from_paths(cls, paths, settings: BatchSettings, recursive: bool = False, **model) -> BatchJob:
+        """A job over the images in ``paths`` (files and folders, subfolders if ``recursive``), found
+        by :meth:`validate`; ``model``: ``restorer`` or ``model_dir`` and ``device``, as the constructor."""
+        job = cls([], settings, **model)
+        job._sources, job._recursive = [Path(p) for p in paths], recursive
+        return job
+
+    def validate(self) -> None:
+        """Every check made before the job starts, in this order: the settings' ranges, the model bundle
+        (unless a restorer is given), the inputs (they exist, some images among them), the output folder
+        (created, writable) and no output over its input. Raises :class:`~engine.api.SettingError` for a
+        setting, :class:`NoBundledModel` or :class:`~engine.api.JobError` otherwise (each one line)."""
+        settings = self.settings
+        settings.validate()
+        if self.restorer is None:
+            check_model(self.model_dir)
+        output_dir = Path(settings.output_dir)
+        if self._sources is not None:
+            try:
+                self.inputs = collect_inputs(self._sources, recursive=self._recursive, exclude=output_dir)
+            except FileNotFoundError as exc:
+                raise JobError(str(exc)) from None
+            if not self.inputs:
+                if any(p.is_dir() and p.resolve() == output_dir.resolve() for p in self._sources):
+                    raise JobError(f"{output_dir}: the output folder is the input folder, whose contents "
+                                   "are never restored again; choose another -o")
+                raise JobError("no images found in the given inputs (use --recursive for subfolders)")
+        if not self.inputs:
+            raise JobError("no images to restore")
+        check_writable(output_dir)
+        for path, root in self.inputs:
+            if plan_output(path, root, settings).resolve() == path.resolve():
+                raise JobError(f"{path}: the output would overwrite the input; use --suffix or another -o")
+
+    def open_model(self) -> Restorer:
+        """The job's restorer, loaded by :func:`load_restorer` on first use."""
+        if self.restorer is None:
+            self.restorer = load_restorer(self.model_dir, self.device)
+        return self.restorer
+
+    def run(self, on_event: Callable[[BatchEvent], None] | None = None,
+            cancel: CancelToken | None = None) -> list[FileResult]:
+        """Restore the inputs (:func:`run_batch`); one :class:`~engine.jobs.FileResult` per input."""
+        return run_batch(self.inputs, self.settings, self.open_model(), on_event, cancel, analyses=self.analyses)
+
+    def report(self, results: list[FileResult], seconds: float) -> dict:
+        """The JSON report: ``version``, ``model`` (name, path, device), ``settings`` (:func:`settings_record`),
+        ``summary`` counts, ``seconds`` and ``files`` (one :class:`~engine.jobs.FileResult` each: path,
+        status, output, degradations, scores, settings, seconds, error, guard (the guard's ``estimate``,
+        ``strength`` and ``name``, or null) and the applied ``strength``)."""
+        restorer = self.open_model()
+        info = restorer.model_info
+        return {
+            "version": REPORT_VERSION,
+            "model": {"name": info.name, "path": str(info.path) if info.path else None,
+                      "device": str(restorer.device)},
+            "settings": settings_record(self.settings, restorer),
+            "summary": summarize(results),
+            "seconds": round(seconds, 3),
+            "files": [r.to_json() for r in results],
+        }

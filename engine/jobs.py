@@ -9,39 +9,41 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from engine.api import Detection
-from engine.guard import GuardConfig, GuardDecision
+from engine.api import Detection, Range, RestoreOptions, SettingError, setting
+from engine.guard import GuardDecision
+from engine.imageio import FORMATS
+
+NAMINGS: tuple[str, ...] = ("suffix", "subfolder")
+OVERWRITE_POLICIES: tuple[str, ...] = ("skip", "overwrite", "rename")
 
 
 @dataclass(frozen=True)
-class BatchSettings:
-    """How a batch is restored and where its outputs go.
+class BatchSettings(RestoreOptions):
+    """How a batch is restored (the :class:`~engine.api.RestoreOptions` fields, keyword-only) and where
+    its outputs go (the fields below).
 
     ``naming``: ``"suffix"`` writes ``<stem><suffix>.<ext>`` beside the mirrored tree in ``output_dir``;
     ``"subfolder"`` writes ``<output_dir>/<subfolder>/<mirrored tree>/<stem>.<ext>``.
     ``format``: ``None`` keeps the input's format, else one of ``jpeg png webp tiff bmp``.
     ``overwrite``: ``"skip"`` (skip outputs already restored with the same model and settings),
     ``"overwrite"`` (redo everything) or ``"rename"`` (write ``name (1).ext``).
-    ``strength``: the fraction of the restoration applied (1 = full, as :class:`~engine.api.RestoreOptions`).
-    ``guard``: the do-no-harm guard (:mod:`engine.guard`), ``None`` = off; ``strength`` caps it.
+    Which model restores the batch, on which device, and how its inputs were found are not settings
+    of the batch: :class:`~engine.batch.BatchJob` takes them.
     """
 
     output_dir: Path
-    naming: str = "suffix"
+    naming: str = setting("suffix", choices=NAMINGS)
     suffix: str = ""
     subfolder: str = "restored"
-    format: str | None = None
-    quality: int = 95
-    recursive: bool = False
-    overwrite: str = "skip"
-    steps: int = 1
-    tile: int | None = None
-    device: str = "auto"
-    degradations: tuple[str, ...] | None = None
-    model_dir: Path | None = None
-    keep_clean: bool = False
-    strength: float = 1.0
-    guard: GuardConfig | None = GuardConfig()
+    format: str | None = setting(None, choices=tuple(FORMATS))
+    quality: int = setting(95, bounds=Range(1, 100))
+    overwrite: str = setting("skip", choices=OVERWRITE_POLICIES)
+
+    def validate(self) -> None:
+        """Raise :class:`~engine.api.SettingError` (one line) for the first setting out of its range."""
+        super().validate()
+        if any(sep in self.suffix for sep in ("/", "\\")):
+            raise SettingError("suffix", "must not contain a path separator")
 
 
 @dataclass(frozen=True)

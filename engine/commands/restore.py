@@ -1,7 +1,7 @@
 """``photomend restore INPUT... -o OUT``: restore files and folders, mirroring the input tree.
 
 Exit status: 0 every file restored or skipped, 1 some failed (or the run was cancelled), 2 usage
-error. ``--report FILE`` writes a JSON report (schema: :func:`build_report`); ``--summary`` prints
+error. ``--report FILE`` writes a JSON report (schema: :meth:`engine.batch.BatchJob.report`); ``--summary`` prints
 a table of the detected degradations and timings.
 """
 
@@ -11,10 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine.atomic import new_part_file
 from engine.cli import UsageError
-
-REPORT_VERSION = 1
 
 
 def register(sub) -> None:
@@ -48,18 +45,14 @@ def register(sub) -> None:
 
 
 def _settings(args):
+    """The job's settings from the command line; what cannot be parsed is a :class:`UsageError`
+    (ranges are checked by :meth:`BatchJob.validate`)."""
+    from engine.api import SettingError
+    from engine.guard import GuardConfig
     from engine.imageio import normalize_format
     from engine.jobs import BatchSettings
     from engine.vocab import parse_names
 
-    if args.steps < 1:
-        raise UsageError("--steps must be at least 1")
-    if args.tile is not None and args.tile < 32:
-        raise UsageError("--tile must be at least 32 pixels")
-    if not 1 <= args.quality <= 100:
-        raise UsageError("--quality must be between 1 and 100")
-    if not 0.0 <= args.strength <= 1.0:
-        raise UsageError("--strength must be between 0 and 1")
     fmt = None
     if args.format:
         try:
@@ -72,49 +65,24 @@ def _settings(args):
             names = parse_names(args.degradations)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        if len(names) > 2:
-            raise UsageError("--degradations takes at most two names")
-    if any(sep in args.suffix for sep in ("/", "\\")):
-        raise UsageError("--suffix must not contain a path separator")
-    from engine.guard import GuardConfig
-
-    return BatchSettings(output_dir=args.output, suffix=args.suffix, format=fmt, quality=args.quality,
-                         recursive=args.recursive, overwrite="overwrite" if args.overwrite else "skip",
-                         steps=args.steps, tile=args.tile, device=args.device, degradations=names,
-                         model_dir=args.model, keep_clean=args.keep_clean, strength=args.strength,
-                         guard=GuardConfig() if args.guard == "on" else None)
+    try:
+        return BatchSettings(output_dir=args.output, suffix=args.suffix, format=fmt, quality=args.quality,
+                             overwrite="overwrite" if args.overwrite else "skip", steps=args.steps,
+                             tile=args.tile, degradations=names, keep_clean=args.keep_clean,
+                             strength=args.strength, guard=GuardConfig() if args.guard == "on" else None)
+    except SettingError as exc:
+        raise UsageError(_flag_message(exc)) from None
 
 
-def build_report(results, settings_record: dict, model: dict, seconds: float) -> dict:
-    """The JSON report: ``version``, ``model``, ``settings``, ``summary`` counts, ``seconds`` and ``files``
-    (one :class:`~engine.jobs.FileResult` each: path, status, output, degradations, scores, settings,
-    seconds, error, guard (the guard's ``estimate``, ``strength`` and ``name``, or null) and the applied
-    ``strength``)."""
-    from engine.batch import summarize
-
-    return {
-        "version": REPORT_VERSION,
-        "model": model,
-        "settings": settings_record,
-        "summary": summarize(results),
-        "seconds": round(seconds, 3),
-        "files": [r.to_json() for r in results],
-    }
+def _flag_message(exc) -> str:
+    """A :class:`~engine.api.SettingError` worded for the option that set it (``--steps must be...``)."""
+    return exc.for_flag("--" + exc.name.replace("_", "-"))
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
     from engine import atomic
 
     atomic.write_json(path, data)
-
-
-def _check_writable(folder: Path) -> None:
-    """Fail fast, in one line, when the output folder cannot be created or written (read-only disk)."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        new_part_file(folder / ".photomend-probe").unlink()
-    except OSError as exc:
-        raise UsageError(f"{folder}: cannot write to the output folder ({exc.strerror or exc})") from None
 
 
 def print_summary(results, out=None) -> None:
@@ -172,58 +140,38 @@ class _Bar:
 
 
 def run(args) -> int:
-    settings = _settings(args)
-    from engine.bundle import bundled_model_dir, describe_layout, is_model_bundle
+    from engine.api import JobError, SettingError
+    from engine.batch import BatchJob, NoBundledModel
 
-    model_dir = settings.model_dir
-    if model_dir is None and not is_model_bundle(bundled_model_dir()):
-        print(f"photomend restore: no model is bundled yet ({bundled_model_dir()} is empty); nothing was "
-              "restored. Train one with `photomend train` or pass --model DIR.", file=sys.stderr)
-        return 0
-    if model_dir is not None and not is_model_bundle(model_dir):
-        raise UsageError(f"{model_dir}: not a model bundle (needs {describe_layout()})")
-
-    from engine.batch import collect_inputs, plan_output, run_batch, settings_record
-
+    job = BatchJob.from_paths(args.inputs, _settings(args), recursive=args.recursive, model_dir=args.model,
+                              device=args.device)
     try:
-        inputs = collect_inputs(args.inputs, recursive=settings.recursive, exclude=settings.output_dir)
-    except FileNotFoundError as exc:
+        job.validate()
+    except NoBundledModel as exc:
+        print(f"photomend restore: {exc}; nothing was restored. Train one with `photomend train` or pass "
+              "--model DIR.", file=sys.stderr)
+        return 0
+    except SettingError as exc:
+        raise UsageError(_flag_message(exc)) from None
+    except JobError as exc:
         raise UsageError(str(exc)) from None
-    if not inputs:
-        if any(Path(a).is_dir() and Path(a).resolve() == settings.output_dir.resolve() for a in args.inputs):
-            raise UsageError(f"{settings.output_dir}: the output folder is the input folder, whose "
-                             "contents are never restored again; choose another -o")
-        raise UsageError("no images found in the given inputs (use --recursive for subfolders)")
-    _check_writable(settings.output_dir)
-    for path, root in inputs:
-        out = plan_output(path, root, settings)
-        if out.resolve() == path.resolve():
-            raise UsageError(f"{path}: the output would overwrite the input; use --suffix or another -o")
 
     from engine.allocator import keep_freed_memory
-    from engine.models.serialization import ModelFileError
-    from engine.runtime import ModelNotFoundError, Restorer
 
     keep_freed_memory()  # this process is ours: tiles reuse freed memory instead of faulting it in again
-
     try:
-        restorer = Restorer(model_dir, device=settings.device)
-    except (ModelFileError, ModelNotFoundError) as exc:
+        job.open_model()
+    except JobError as exc:
         raise UsageError(str(exc)) from None
-    except (ValueError, RuntimeError) as exc:  # e.g. a forced device that is not there
-        raise UsageError(str(exc).splitlines()[0]) from None
 
     start = time.perf_counter()
-    bar = _Bar(len(inputs), disable=True if args.no_progress else None)  # None: only on a terminal
+    bar = _Bar(len(job.inputs), disable=True if args.no_progress else None)  # None: only on a terminal
     try:
-        results = run_batch(inputs, settings, restorer, on_event=bar)
+        results = job.run(on_event=bar)
     finally:
         bar.close()
     seconds = time.perf_counter() - start
-    info = restorer.model_info
-    report = build_report(results, settings_record(settings, restorer),
-                          {"name": info.name, "path": str(info.path) if info.path else None,
-                           "device": str(restorer.device)}, seconds)
+    report = job.report(results, seconds)
     if args.report is not None:
         try:
             write_json_atomic(args.report, report)
@@ -236,5 +184,5 @@ def run(args) -> int:
         print_summary(results)
     print(f"restored {counts['done']}, skipped {counts['skipped']}, failed {counts['failed']}"
           + (f", cancelled {counts['cancelled']}" if counts["cancelled"] else "")
-          + f" in {seconds:.1f} s -> {settings.output_dir}", file=sys.stderr)
+          + f" in {seconds:.1f} s -> {job.settings.output_dir}", file=sys.stderr)
     return 0 if counts["failed"] == 0 and counts["cancelled"] == 0 else 1

@@ -115,3 +115,20 @@ def test_comparison_clamps_and_notifies():
     c.set_images(Path("a"), Path("b"))
     assert c.zoom is None and c.center is None
     assert seen == ["split", "mode", "view", "images"]
+
+
+def test_settings_take_the_engines_schema(tmp_path):
+    from engine.jobs import BatchSettings
+
+    engine = BatchSettings(tmp_path)
+    d = Settings()
+    assert (d.naming, d.subfolder, d.quality, d.overwrite, d.keep_clean) == (
+        engine.naming, engine.subfolder, engine.quality, engine.overwrite, engine.keep_clean)
+    bs = Settings(output_dir=str(tmp_path), model_dir=str(tmp_path / "m"), device="cpu", strength=40).batch_settings()
+    assert (bs.model_dir, bs.device, bs.strength) == (tmp_path / "m", "cpu", 0.4)
+    job = bs.job_settings()
+    assert type(job) is BatchSettings and job.strength == 0.4 and job.suffix == "_restored"
+    assert not hasattr(job, "model_dir") and not hasattr(job, "device")
+    (tmp_path / "settings.json").write_text(json.dumps({"naming": "flat", "overwrite": "always", "quality": 0}))
+    s = SettingsStore(tmp_path).settings
+    assert (s.naming, s.overwrite, s.quality) == (d.naming, d.overwrite, 1)

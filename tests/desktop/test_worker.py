@@ -19,3 +19,22 @@ def test_pending_analyses_keep_queue_order_and_the_newest_request():
     assert pending.pop() is None
     pending.put([Path("d")], old)
     assert pending.clear() == [Path("d")] and len(pending) == 0
+
+
+def test_the_worker_makes_the_jobs_checks_before_any_file(qtbot, photo_folder, tmp_path):
+    from desktop.state import Settings
+    from desktop.worker import BatchWorker, Task
+    from tests.engine.test_runtime import fake_restorer
+
+    worker = BatchWorker(lambda model_dir, device: fake_restorer())
+    failed, finished, events = [], [], []
+    worker.failed.connect(failed.append)
+    worker.finished.connect(finished.append)
+    worker.event.connect(events.append)
+    photo = photo_folder / "a.png"
+    over_itself = Settings(output_dir=str(photo_folder), suffix="").batch_settings()
+    worker.run([Task(((photo, photo_folder),), over_itself)])
+    assert len(failed) == 1 and "would overwrite the input" in failed[0]
+    assert not finished and not events
+    worker.run([Task(((photo, photo_folder),), Settings(output_dir=str(tmp_path / "out")).batch_settings(tile=64))])
+    assert [r.status for r in finished[0]] == ["done"] and (tmp_path / "out" / "a_restored.png").is_file()
