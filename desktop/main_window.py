@@ -274,7 +274,7 @@ class MainWindow(QMainWindow):
         return added
 
     def choose_files(self) -> None:
-        from engine.imageio import IMAGE_SUFFIXES
+        from engine.io.reader import IMAGE_SUFFIXES
 
         pattern = " ".join(f"*{s}" for s in IMAGE_SUFFIXES)
         files, _ = QFileDialog.getOpenFileNames(self, "Add photos", "", f"Images ({pattern});;All files (*)")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from engine.api import Detection, RestoreOptions
 from engine.guard import GuardDecision
-from engine.imageio import load_image
+from engine.io.reader import load_image
 
 if TYPE_CHECKING:
     from engine.runtime import Prepared, Restorer
@@ -49,7 +49,7 @@ class AnalysisCache:
     def analyze(self, path: Path) -> Detection:
         """Load ``path``, detect its degradations and keep the condition; returns the detection.
 
-        Raises what :func:`engine.imageio.load_image` raises for an unreadable file.
+        Raises what :func:`engine.io.reader.load_image` raises for an unreadable file.
         """
         key = _file_key(path)
         found = self._entries.get(key)

@@ -48,7 +48,7 @@ def register(sub) -> None:
 
 
 def _settings(args):
-    from engine.imageio import normalize_format
+    from engine.io.writer import normalize_format
     from engine.jobs import BatchSettings
     from engine.vocab import parse_names
 

@@ -211,7 +211,7 @@ def test_bundled_model_tiled_matches_untiled_on_a_sample():
     """The shipped model on the shipped 512x512 sample: tiles of 256 versus one tile."""
     from skimage import data
 
-    from engine.imageio import read_rgb
+    from engine.io.reader import read_rgb
     from engine.resources import has_bundled_model, samples_dir
 
     if not has_bundled_model():
