@@ -59,7 +59,7 @@ def self_test(timeout_s: float = 600.0) -> int:
 
     from desktop.main_window import MainWindow
     from desktop.state import SettingsStore
-    from engine.imageio import list_images
+    from engine.io.reader import list_images
 
     samples = list_images(samples_dir()) if samples_dir().is_dir() else []
     if not samples:

@@ -6,8 +6,10 @@ degradation override and the log. Photos are analysed as soon as they are queued
 what was detected before *Start*, and *Start* reuses that analysis. Keys: arrows move through the
 queue, Space toggles before/after.
 
-Widgets receive the plain state objects (:mod:`desktop.state`) and subscribe to them; the engine is
-reached only through the worker thread (:mod:`desktop.worker`).
+Widgets receive the plain state objects (:mod:`desktop.state`) and subscribe to them; what a batch
+does (its tasks, the rows' states from the worker's events, the time left) is the
+:class:`~desktop.controller.BatchController`'s, and the engine is reached only through the worker
+thread (:mod:`desktop.worker`).
 """
 
 from __future__ import annotations
@@ -35,24 +37,13 @@ from PySide6.QtWidgets import (
 
 from desktop.analyser import Analyser
 from desktop.compare_view import ComparePanel
+from desktop.controller import BatchController
 from desktop.model_manager import ModelManager
 from desktop.override_panel import MAX_DEGRADATIONS, OverridePanel
-from desktop.queue_table import QueueTable, format_seconds
+from desktop.queue_table import QueueTable
 from desktop.settings_panel import SettingsPanel
-from desktop.state import (
-    CANCELLED,
-    DONE,
-    FAILED,
-    PENDING,
-    RUNNING,
-    SKIPPED,
-    Comparison,
-    JobQueue,
-    SettingsStore,
-)
-from desktop.worker import RestorerFactory, Task, WorkerHost
-from engine.api import Detection
-from engine.guard import GuardDecision
+from desktop.state import DONE, SKIPPED, Comparison, JobQueue, SettingsStore
+from desktop.worker import RestorerFactory, WorkerHost
 from engine.resources import resources_dir
 
 
@@ -84,9 +75,6 @@ class MainWindow(QMainWindow):
         self.queue = JobQueue()
         self.comparison = Comparison()
         self.host = WorkerHost(restorer_factory, parent=self)
-        self._run_paths: list[Path] = []
-        self._run_started = 0.0
-        self._closing = False
         if devices is None:
             from engine.device import available_devices
 
@@ -147,12 +135,15 @@ class MainWindow(QMainWindow):
         self._eta_timer.setInterval(1000)
         self._eta_timer.timeout.connect(self._update_progress)
 
-        w = self.host.worker
-        w.event.connect(self.on_batch_event)
-        w.log.connect(self.log)
-        w.finished.connect(self._on_finished)
-        w.failed.connect(self._on_failed)
+        self.host.worker.log.connect(self.log)
         self.analyser = Analyser(self.queue, self.store, self.host, self)
+        self.controller = BatchController(self.queue, self.store, self.host, self.analyser,
+                                          ask_output_dir=self.settings_panel.choose_output_dir, parent=self)
+        self.controller.log.connect(self.log)
+        self.controller.status.connect(self.statusBar().showMessage)
+        self.controller.runningChanged.connect(self._set_running)
+        self.controller.progressChanged.connect(self._update_progress)
+        self.controller.finished.connect(self._on_finished)
         self.analyser.message.connect(self.log)
         self.analyser.status.connect(self.statusBar().showMessage)
         self.analyser.changed.connect(self._update_cancel)
@@ -274,7 +265,7 @@ class MainWindow(QMainWindow):
         return added
 
     def choose_files(self) -> None:
-        from engine.imageio import IMAGE_SUFFIXES
+        from engine.io.reader import IMAGE_SUFFIXES
 
         pattern = " ".join(f"*{s}" for s in IMAGE_SUFFIXES)
         files, _ = QFileDialog.getOpenFileNames(self, "Add photos", "", f"Images ({pattern});;All files (*)")
@@ -287,13 +278,13 @@ class MainWindow(QMainWindow):
             self.add_paths([Path(folder)])
 
     def remove_selected(self) -> None:
-        if not self.host.busy:
+        if not self.running:
             rows = self.table.selected_rows()
             self.analyser.discard([self.queue.jobs[r].path for r in rows])
             self.queue.remove(rows)
 
     def clear_queue(self) -> None:
-        if not self.host.busy:
+        if not self.running:
             self.analyser.cancel()
             self.queue.clear()
             self.comparison.set_images(None, None)
@@ -307,70 +298,33 @@ class MainWindow(QMainWindow):
     @property
     def analysing(self) -> bool:
         """Photos wait for analysis, or one is being analysed."""
-        return self.analyser.active
+        return self.controller.analysing
 
     def _update_cancel(self) -> None:
-        self.cancel_action.setEnabled(self.host.busy or self.analysing)
+        self.cancel_action.setEnabled(self.running or self.analysing)
 
     # ------------------------------------------------------------------ running
 
     @property
     def running(self) -> bool:
-        return self.host.busy
-
-    def _ensure_output_dir(self) -> bool:
-        if self.store.settings.output_dir:
-            return True
-        self.settings_panel.choose_output_dir()
-        return bool(self.store.settings.output_dir)
+        return self.controller.running
 
     def start(self) -> bool:
         """Restore every queued photo not yet done (all of them when every one is done)."""
-        if self.host.busy or not len(self.queue):
-            return False
-        jobs = self.queue.unfinished() or list(self.queue.jobs)
-        return self._run(jobs)
+        return self.controller.start()
 
     def restore_selected_again(self) -> bool:
         """Restore the selected photos again with their chosen degradations, replacing earlier outputs."""
-        if self.host.busy:
+        if self.running:
             return False
         jobs = [self.queue.jobs[r] for r in self.table.selected_rows()]
         if not jobs and self.table.current_job() is not None:
             jobs = [self.table.current_job()]
-        return self._run(jobs, overwrite="overwrite") if jobs else False
-
-    def _run(self, jobs, overwrite: str | None = None) -> bool:
-        if not self._ensure_output_dir():
-            self.log("Choose an output folder first.")
-            return False
-        s = self.store.settings
-        groups: dict[tuple[str, ...] | None, list] = {}
-        for job in jobs:
-            groups.setdefault(job.override, []).append(job)
-        extra = {"overwrite": overwrite} if overwrite else {}
-        tasks = [
-            Task(tuple((j.path, j.root) for j in group), s.batch_settings(override, **extra))
-            for override, group in groups.items()
-        ]
-        self._run_paths = [j.path for j in jobs]
-        self.queue.reset_status(self._run_paths)
-        self._run_started = time.monotonic()
-        self.log(f"Restoring {len(jobs)} photo(s) with preset {s.preset} ({s.steps} step(s)) on {s.device}.")
-        self.host.start(tasks)
-        self._set_running(True)
-        return True
+        return self.controller.restore_again(jobs)
 
     def cancel(self) -> None:
         """Stop the batch within a tile; without one, stop analysing after the current photo."""
-        if self.host.busy:
-            self.host.cancel()
-            self.log("Cancelling…")
-            self.statusBar().showMessage("Cancelling after the current tile…")
-        elif self.analysing:
-            dropped = self.analyser.cancel()
-            self.log(f"Analysis cancelled ({dropped} photo(s) not analysed; Start detects them).")
-            self.statusBar().showMessage("Analysis cancelled.")
+        self.controller.cancel()
 
     def _set_running(self, running: bool) -> None:
         self.start_action.setEnabled(not running)
@@ -387,90 +341,17 @@ class MainWindow(QMainWindow):
             self._eta_timer.stop()
         self._update_progress()
 
-    def on_batch_event(self, ev) -> None:
-        """Apply one :class:`engine.jobs.BatchEvent` from the worker to the queue."""
-        k = ev.kind
-        if k == "started":
-            self.queue.update(ev.path, status=RUNNING, tiles_done=0, tiles_todo=0, error="")
-        elif k == "detected":
-            self.queue.update(ev.path, detection=ev.detection, guard=ev.guard)
-        elif k == "progress":
-            self.queue.update(ev.path, status=RUNNING, tiles_done=ev.done, tiles_todo=ev.todo)
-        elif k in ("done", "skipped"):
-            changes = {"status": DONE if k == "done" else SKIPPED, "output": ev.output, "seconds": ev.seconds}
-            if ev.detection is not None:
-                changes["detection"] = ev.detection
-            if ev.guard is not None:
-                changes["guard"] = ev.guard
-            self.queue.update(ev.path, **changes)
-            self.log(f"{'Restored' if k == 'done' else 'Skipped'} {ev.path.name}"
-                     + (f" in {ev.seconds:.1f} s" if k == "done" else " (already restored)") + f" → {ev.output}")
-        elif k == "failed":
-            self.queue.update(ev.path, status=FAILED, error=ev.error, seconds=ev.seconds)
-            self.log(f"Failed: {ev.error}", error=True)
-        elif k == "cancelled":
-            self.queue.update(ev.path, status=CANCELLED)
-        self._update_progress()
-
     def _on_finished(self, results) -> None:
-        for r in results:  # skipped files carry their earlier detection only in the result
-            job = self.queue.job(Path(r.path))
-            if job is not None and job.detection is None and (r.degradations or r.scores):
-                self.queue.update(job.path, detection=Detection(tuple(r.degradations), dict(r.scores)))
-            if job is not None and job.guard is None and isinstance(r.guard, dict):
-                try:
-                    self.queue.update(job.path, guard=GuardDecision(**r.guard))
-                except TypeError:  # a manifest written by another version
-                    pass
-        for p in self._run_paths:
-            job = self.queue.job(p)
-            if job is not None and job.status in (PENDING, RUNNING):
-                self.queue.update(p, status=CANCELLED)
-        counts: dict[str, int] = {}
-        for p in self._run_paths:
-            job = self.queue.job(p)
-            if job is not None:
-                counts[job.status] = counts.get(job.status, 0) + 1
-        summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-        elapsed = time.monotonic() - self._run_started
-        self.log(f"Batch finished in {format_seconds(elapsed) or '0 s'}: {summary}.")
-        self.statusBar().showMessage(f"Finished: {summary}.")
-        self._end_run(results)
-
-    def _on_failed(self, message: str) -> None:
-        for p in self._run_paths:
-            job = self.queue.job(p)
-            if job is not None and job.status in (PENDING, RUNNING):
-                self.queue.update(p, status=FAILED, error=message)
-        self.log(f"Batch stopped: {message}", error=True)
-        self.statusBar().showMessage(f"Batch stopped: {message}")
-        self._end_run([])
-
-    def _end_run(self, results) -> None:
-        self._set_running(False)
         self.show_selected()
         self.batchFinished.emit(results)
 
     def _update_progress(self) -> None:
-        jobs = [j for j in (self.queue.job(p) for p in self._run_paths) if j is not None]
-        if not self.host.busy:
-            finished = bool(jobs)
-            self.overall_bar.setValue(100 if finished else 0)
-            self.photo_bar.setValue(100 if finished else 0)
-            self.eta_label.setText("")
-            return
-        fraction = self.queue.overall_fraction(jobs)
-        self.overall_bar.setValue(int(fraction * 100))
-        current = next((j for j in jobs if j.status == RUNNING), None)
-        self.photo_bar.setValue(int(current.fraction * 100) if current else 0)
-        elapsed = time.monotonic() - self._run_started
-        done = sum(1 for j in jobs if j.status in (DONE, SKIPPED, FAILED, CANCELLED))
-        text = f"{done}/{len(jobs)} photos"
-        if fraction > 0.01:
-            text += f" · about {format_seconds(elapsed * (1 - fraction) / fraction) or '0 s'} left"
-        if current is not None:
-            self.statusBar().showMessage(f"Restoring {current.path.name}…")
-        self.eta_label.setText(text)
+        p = self.controller.progress()
+        self.overall_bar.setValue(int(p.overall * 100))
+        self.photo_bar.setValue(int(p.photo * 100))
+        self.eta_label.setText(p.text)
+        if p.current is not None:
+            self.statusBar().showMessage(f"Restoring {p.current.path.name}…")
 
     # ------------------------------------------------------------------ selection, comparison, override
 

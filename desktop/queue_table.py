@@ -23,6 +23,7 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QAction, QBrush, QColor, QImage, QImageReader, QPixmap
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QMenu, QTableView, QWidget
 
+from desktop.controller import format_seconds
 from desktop.state import FAILED, RUNNING, Job, JobQueue
 
 THUMB = 48
@@ -83,15 +84,6 @@ class ThumbnailCache(QObject):
 
     def wait(self, ms: int = 5000) -> bool:
         return self._pool.waitForDone(ms)
-
-
-def format_seconds(seconds: float) -> str:
-    if seconds <= 0:
-        return ""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m}:{s:02d}"
 
 
 class QueueModel(QAbstractTableModel):

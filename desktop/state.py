@@ -15,7 +15,7 @@ from pathlib import Path
 from engine import atomic
 from engine.api import Detection, Range, settings_field
 from engine.guard import GuardDecision
-from engine.imageio import FORMATS as ENGINE_FORMATS
+from engine.io.writer import FORMATS as ENGINE_FORMATS
 from engine.jobs import BatchSettings
 from engine.vocab import DEGRADATIONS
 

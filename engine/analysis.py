@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from engine.api import Detection, RestoreOptions
 from engine.guard import GuardDecision
-from engine.imageio import load_image
+from engine.io.reader import load_image
 
 if TYPE_CHECKING:
     import torch
@@ -68,7 +68,7 @@ class AnalysisCache:
     def analyze(self, path: Path) -> Detection:
         """Load ``path``, detect its degradations and keep the condition; returns the detection.
 
-        Raises what :func:`engine.imageio.load_image` raises for an unreadable file.
+        Raises what :func:`engine.io.reader.load_image` raises for an unreadable file.
         """
         key = _file_key(path)
         found = self._entries.get(key)

@@ -3,7 +3,7 @@
 Contract (see also ``docs/ARCHITECTURE.md``):
 
 * Images cross this boundary as ``numpy.float32`` arrays of shape ``(H, W, 3)`` in ``[0, 1]``
-  (sRGB, alpha removed; :mod:`engine.imageio` keeps alpha and metadata aside and puts them back).
+  (sRGB, alpha removed; :mod:`engine.io` keeps alpha and metadata aside and puts them back).
 * Progress goes out through a callback ``progress(ProgressEvent)``; the engine never prints.
 * Cancellation is cooperative: long loops call ``cancel.raise_if_cancelled()`` between tiles.
 """

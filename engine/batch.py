@@ -32,13 +32,8 @@ from typing import TYPE_CHECKING
 from engine import atomic
 from engine.api import Cancelled, CancelToken, Detection, JobError, ProgressEvent
 from engine.guard import GuardDecision, applied_strength
-from engine.imageio import (
-    FORMATS,
-    IMAGE_SUFFIXES,
-    load_image,
-    normalize_format,
-    save_image,
-)
+from engine.io.reader import IMAGE_SUFFIXES, load_image
+from engine.io.writer import FORMATS, normalize_format, save_image
 from engine.jobs import BatchEvent, BatchSettings, FileResult
 
 if TYPE_CHECKING:

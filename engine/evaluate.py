@@ -23,7 +23,7 @@ import numpy as np
 
 from engine.api import CancelToken, ProgressEvent
 from engine.guard import GuardConfig, decide
-from engine.imageio import ImageReadError, read_rgb
+from engine.io.reader import ImageReadError, read_rgb
 from engine.metrics import psnr, ssim
 
 

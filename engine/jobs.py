@@ -11,7 +11,7 @@ from pathlib import Path
 
 from engine.api import Detection, Range, RestoreOptions, SettingError, setting
 from engine.guard import GuardDecision
-from engine.imageio import FORMATS
+from engine.io.writer import FORMATS
 
 NAMINGS: tuple[str, ...] = ("suffix", "subfolder")
 OVERWRITE_POLICIES: tuple[str, ...] = ("skip", "overwrite", "rename")

@@ -28,7 +28,7 @@ from PIL import Image
 
 from engine.api import CancelToken, ProgressCallback, ProgressEvent
 from engine.degradations import apply_degradations, preset_combinations, sample_combination
-from engine.imageio import ImageReadError, list_images, open_image
+from engine.io.reader import ImageReadError, list_images, open_image
 
 SYNTH_PRESETS = ("seed24", "mixed", "all")
 

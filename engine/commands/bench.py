@@ -82,7 +82,8 @@ def run_worker(image: Path, steps: int, device: str, tile: int | None, model: Pa
 
     from engine.allocator import keep_freed_memory
     from engine.api import RestoreOptions
-    from engine.imageio import load_image, save_image
+    from engine.io.reader import load_image
+    from engine.io.writer import save_image
     from engine.runtime import Restorer
 
     keep_freed_memory()  # as photomend restore does

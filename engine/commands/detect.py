@@ -48,7 +48,7 @@ def register(sub) -> None:
 
 
 def _expand(paths: list[Path], recursive: bool) -> list[Path]:
-    from engine.imageio import list_images
+    from engine.io.reader import list_images
 
     out = []
     for p in paths:
@@ -89,7 +89,7 @@ def run(args) -> int:
         return _run_eval(args)
     if not args.paths:
         raise UsageError("give at least one image or folder (or --eval SYNTH_DIR)")
-    from engine.imageio import ImageReadError, read_rgb
+    from engine.io.reader import ImageReadError, read_rgb
 
     detector = _load_detector(args)
     files = _expand(args.paths, args.recursive)
@@ -135,7 +135,7 @@ def read_labels(synth_dir: Path) -> list[tuple[Path, tuple[str, ...]]]:
 def _read_labelled(path: Path):
     """One image of a labelled set; an unreadable one stops the run with a one-line usage error."""
     from engine.cli import UsageError
-    from engine.imageio import ImageReadError, read_rgb
+    from engine.io.reader import ImageReadError, read_rgb
 
     try:
         return read_rgb(path)

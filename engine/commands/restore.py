@@ -49,7 +49,7 @@ def _settings(args):
     (ranges are checked by :meth:`BatchJob.validate`)."""
     from engine.api import SettingError
     from engine.guard import GuardConfig
-    from engine.imageio import normalize_format
+    from engine.io.writer import normalize_format
     from engine.jobs import BatchSettings
     from engine.vocab import parse_names
 

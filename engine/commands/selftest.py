@@ -28,7 +28,8 @@ def run_self_test(device: str = "cpu") -> int:
     import numpy as np
 
     from engine.bundle import bundled_model_dir, has_bundled_model
-    from engine.imageio import IMAGE_SUFFIXES, load_image, save_image
+    from engine.io.reader import IMAGE_SUFFIXES, load_image
+    from engine.io.writer import save_image
     from engine.resources import samples_dir
 
     samples = sorted(p for p in samples_dir().glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)

@@ -241,7 +241,7 @@ def pack_photos(src: Path, dest: Path, quality: int = 95, max_side: int = 1536) 
     """Copy ``src``'s photos (``train/``, ``val/``) to ``dest`` as JPEG; returns how many."""
     from PIL import Image
 
-    from engine.imageio import list_images, open_image
+    from engine.io.reader import list_images, open_image
 
     count = 0
     for path in list_images(src, recursive=True):

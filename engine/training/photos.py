@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from engine.imageio import ImageReadError, list_images, open_image
+from engine.io.reader import ImageReadError, list_images, open_image
 
 SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
                   "hubble_deep_field.jpg", "retina.jpg", "immunohistochemistry.png", "ihc.png", "camera.png",

@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from engine.degradations import apply_degradations, preset_combinations, sample_combination
-from engine.imageio import ImageReadError, list_images, open_image
+from engine.io.reader import ImageReadError, list_images, open_image
 
 
 def load_photos(clean_dir: Path, max_side: int = 1024, recursive: bool = True) -> list[np.ndarray]:

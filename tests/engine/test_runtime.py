@@ -212,7 +212,7 @@ def test_bundled_model_tiled_matches_untiled_on_a_sample():
     from skimage import data
 
     from engine.bundle import has_bundled_model
-    from engine.imageio import read_rgb
+    from engine.io.reader import read_rgb
     from engine.resources import samples_dir
 
     if not has_bundled_model():

@@ -5,7 +5,7 @@
 (truncation, bit flips, overwritten, deleted, inserted or duplicated byte runs, absurd declared
 dimensions) and a file suffix (usually the seed's own, sometimes another image suffix).
 :func:`check_read` is the property every read must satisfy: either a well-formed image or one
-:class:`~engine.imageio.ImageReadError` line naming the file, within ``MAX_SECONDS_PER_FILE``.
+:class:`~engine.io.reader.ImageReadError` line naming the file, within ``MAX_SECONDS_PER_FILE``.
 """
 
 from __future__ import annotations
@@ -21,15 +21,8 @@ import numpy as np
 from hypothesis import strategies as st
 from PIL import Image
 
-from engine.imageio import (
-    IMAGE_SUFFIXES,
-    ImageReadError,
-    ImageWriteError,
-    LoadedImage,
-    load_image,
-    normalize_format,
-    save_image,
-)
+from engine.io.reader import IMAGE_SUFFIXES, ImageReadError, LoadedImage, load_image
+from engine.io.writer import ImageWriteError, normalize_format, save_image
 
 MAX_SECONDS_PER_FILE = 30.0
 

@@ -22,7 +22,7 @@ from PIL import Image
 
 from engine.batch import MANIFEST_NAME, collect_inputs, run_batch
 from engine.cli import main as photomend
-from engine.imageio import IMAGE_SUFFIXES
+from engine.io.reader import IMAGE_SUFFIXES
 from engine.jobs import BatchSettings
 from tests.reliability.conftest import record_figure
 from tests.reliability.corpus import (
@@ -182,7 +182,7 @@ def test_the_size_guards_pass_real_files(tmp_path, kind):
     and tiles of every layout cover the whole declared image."""
     import tifffile
 
-    from engine.imageio import load_image
+    from engine.io.reader import load_image
 
     path = tmp_path / {"gif": "flat.gif"}.get(kind, "flat.tif" if kind.startswith("tiff") else "flat.jpg")
     flat = Image.new("L", (1500, 1400), 128)

@@ -10,7 +10,7 @@ import zlib
 import numpy as np
 import pytest
 
-from engine.imageio import ImageReadError, load_image
+from engine.io.reader import ImageReadError, load_image
 from tests.reliability.corpus import seed_files
 
 ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
