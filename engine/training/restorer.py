@@ -326,6 +326,7 @@ class RestorerTrainer:
             self.history = [list(h) for h in state.get("history", [])]
             self.clock.before_wall = float(state.get("elapsed", 0.0))
             self.clock.before_cpu = float(state.get("cpu_seconds", 0.0))
+        self.last_checkpoint = time.monotonic()
         self.ddp_net = DistributedDataParallel(net) if dist.enabled else net
         self.sched = IRSDEScheduler(config.sde)
         enabled = dev.type == "cuda" and recipe.amp and not torch.cuda.is_bf16_supported()
@@ -405,6 +406,34 @@ class RestorerTrainer:
         return {"val_psnr": figures["val"], "input_psnr": figures["val_input"], "history": self.history,
                 "figures": figures, "steps": self.step}
 
+    def start(self) -> bool:
+        """Begin training (the wall clock starts now); ``False`` when a resumed run's time is up
+        already (raise ``minutes`` to go on)."""
+        self.last_checkpoint = time.monotonic()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.net.train()
+        self.clock.start_training()
+        return not self.clock.expired()
+
+    def after_step(self, loss_value: float, last: bool, val: dict[str, dict]) -> StepInfo:
+        """Rank 0 after a step: the log line, the validation figures and a checkpoint when they are due."""
+        recipe, step = self.recipe, self.step
+        info = StepInfo(step, recipe.steps, loss_value, self.opt.param_groups[0]["lr"])
+        if step % recipe.log_every == 0 or last:
+            self.log({"step": step, "loss": loss_value, "lr": info.lr})
+        if step % recipe.val_every == 0 or last:
+            self.net.eval()
+            info.figures = self.validate(val)
+            info.val_psnr, info.input_psnr = info.figures["val"], info.figures["val_input"]
+            self.net.train()
+            self.history.append([step, info.val_psnr])
+            self.log({"step": step, "val": info.figures})
+        due = time.monotonic() - self.last_checkpoint > 60 * recipe.checkpoint_minutes
+        if last or due or info.val_psnr is not None:
+            self.checkpoint()
+            self.last_checkpoint = time.monotonic()
+        return info
+
 
 def train(recipe: RestorerRecipe, data_dir: Path, val_dir: Path, out_dir: Path, daclip_dir: Path | None = None,
           resume: bool = False, device: str = "auto",
@@ -435,37 +464,18 @@ def train(recipe: RestorerRecipe, data_dir: Path, val_dir: Path, out_dir: Path, 
         val = validation_sets(recipe, val_dir, detector, condition) if dist.is_main else {}
 
         result = None
-        last_ckpt = time.monotonic()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        net.train()
-        trainer.clock.start_training()
-        spent = trainer.clock.expired()  # a resumed run whose time is up trains no more (raise minutes to go on)
-        while trainer.step < recipe.steps and not spent:
-            loss_value = trainer.train_step(batches)
-            last = trainer.last_step()
-            if not dist.is_main:
+        if trainer.start():
+            while trainer.step < recipe.steps:
+                loss_value = trainer.train_step(batches)
+                last = trainer.last_step()
+                if dist.is_main:
+                    info = trainer.after_step(loss_value, last, val)
+                    if info.figures is not None:
+                        result = trainer.result(info.figures)
+                    if progress is not None:
+                        progress(info)
                 if last:
                     break
-                continue
-            step = trainer.step
-            info = StepInfo(step, recipe.steps, loss_value, opt.param_groups[0]["lr"])
-            if step % recipe.log_every == 0 or last:
-                trainer.log({"step": step, "loss": loss_value, "lr": info.lr})
-            if step % recipe.val_every == 0 or last:
-                net.eval()
-                info.figures = trainer.validate(val)
-                info.val_psnr, info.input_psnr = info.figures["val"], info.figures["val_input"]
-                net.train()
-                trainer.history.append([step, info.val_psnr])
-                trainer.log({"step": step, "val": info.figures})
-                result = trainer.result(info.figures)
-            if last or time.monotonic() - last_ckpt > 60 * recipe.checkpoint_minutes or info.val_psnr is not None:
-                trainer.checkpoint()
-                last_ckpt = time.monotonic()
-            if progress is not None:
-                progress(info)
-            if last:
-                break
         if dist.is_main and result is None:  # resumed a finished run (its steps or its time)
             trainer.checkpoint()
             result = trainer.result(trainer.validate(val))
