@@ -392,38 +392,6 @@ class DaClip(nn.Module):
         return content, slots, self.slot_logits(slots)
 
 
-def set_targets(names_batch, classes: tuple[str, ...], n_slots: int = 2) -> torch.Tensor:
-    """Class indices ``[B, n_slots]`` for each sample's degradation names, filled with ``none``."""
-    index = {c: i for i, c in enumerate(classes)}
-    rows = []
-    for names in names_batch:
-        names = [n for n in names if n != NONE]
-        if len(names) > n_slots:
-            raise ValueError(f"{len(names)} degradations do not fit {n_slots} slots: {names}")
-        rows.append([index[n] for n in names] + [index[NONE]] * (n_slots - len(names)))
-    return torch.tensor(rows, dtype=torch.long)
-
-
-def slot_set_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Permutation-invariant contrastive loss between 2 slots and the prototypes of the true set.
-
-    For each sample, the cross-entropy of slot 1 -> target a plus slot 2 -> target b, minimised
-    over the two assignments (a, b) and (b, a). ``logits [B, 2, C]``, ``targets [B, 2]``.
-    """
-    if logits.shape[1] == 1:
-        return F.cross_entropy(logits[:, 0], targets[:, 0])
-    ce = lambda s, t: F.cross_entropy(logits[:, s], targets[:, t], reduction="none")  # noqa: E731
-    straight = ce(0, 0) + ce(1, 1)
-    swapped = ce(0, 1) + ce(1, 0)
-    return torch.minimum(straight, swapped).mean() / 2
-
-
-def predicted_sets(logits: torch.Tensor, classes: tuple[str, ...]) -> list[frozenset[str]]:
-    """The detected set per sample (argmax per slot, ``none`` dropped)."""
-    idx = logits.argmax(-1).tolist()
-    return [frozenset(classes[i] for i in row if classes[i] != NONE) for row in idx]
-
-
 def save_pretrained(model: DaClip, model_dir: str | Path, dtype: torch.dtype | None = torch.float16) -> Path:
     """Write the detector part of the bundle folder ``model_dir`` (fp16 storage by default); returns its stem."""
     stem = ModelBundle(Path(model_dir)).stem(DETECTOR)

@@ -44,7 +44,10 @@ def save_model(module: torch.nn.Module, config, stem: str | Path, architecture: 
     atomic.write_json(stem.with_suffix(".json"), meta)
 
 
-def _build_dataclass(cls, data: dict, source: Path):
+def build_dataclass(cls, data: dict, source: Path | str):
+    """``cls(**data)`` for a dataclass read from a file (a model config, a recipe): unknown keys are
+    an error, missing keys take their defaults, nested dataclass fields are built from their tables
+    and lists become tuples. Every problem is a one-line :class:`ModelFileError` naming ``source``."""
     if not isinstance(data, dict):
         raise ModelFileError(f"{source}: config must be an object")
     hints = typing.get_type_hints(cls)
@@ -59,7 +62,7 @@ def _build_dataclass(cls, data: dict, source: Path):
         value = data[f.name]
         hint = hints.get(f.name)
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = _build_dataclass(hint, value, source)
+            value = build_dataclass(hint, value, source)
         elif isinstance(value, list):
             value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
         kwargs[f.name] = value
@@ -83,7 +86,7 @@ def read_config(stem: str | Path, architecture: str, cls):
         raise ModelFileError(f"{path}: unknown architecture {got!r}, expected {architecture!r}")
     if meta.get("format_version") != FORMAT_VERSION:
         raise ModelFileError(f"{path}: unsupported format_version {meta.get('format_version')!r}")
-    return _build_dataclass(cls, meta.get("config", {}), path)
+    return build_dataclass(cls, meta.get("config", {}), path)
 
 
 def load_weights(module: torch.nn.Module, stem: str | Path, upgrade_key: Callable[[str], str] | None = None) -> None:

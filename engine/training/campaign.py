@@ -27,17 +27,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import shutil
+import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import tomllib
 
-from engine.models.serialization import ModelFileError, _build_dataclass
+from engine.models.serialization import ModelFileError, build_dataclass, read_config
+from engine.restoration import ARCHITECTURE, RestorerConfig
 from engine.training.common import RecipeError
-from engine.training.daclip import DaClipRecipe
-from engine.training.restorer import RestorerRecipe
+from engine.training.recipes import DaClipRecipe, RestorerRecipe
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIRED_MODULES = ("torch", "numpy", "PIL", "safetensors", "open_clip", "albumentations", "imagecorruptions",
@@ -100,12 +103,12 @@ def _resolve(path: str) -> Path:
 def load_plan(scale_path: Path) -> CampaignPlan:
     """The scale file and the two recipes it modifies, checked (``RecipeError``: one line)."""
     try:
-        scale = _build_dataclass(CampaignScale, _read_toml(scale_path), scale_path)
+        scale = build_dataclass(CampaignScale, _read_toml(scale_path), scale_path)
         recipes = []
         for cls, name, changes in ((DaClipRecipe, scale.detector_recipe, scale.detector),
                                    (RestorerRecipe, scale.restorer_recipe, scale.restorer)):
             path = _resolve(name)
-            recipes.append(_build_dataclass(cls, _merge(_read_toml(path), changes), f"{path} + {scale_path}"))
+            recipes.append(build_dataclass(cls, _merge(_read_toml(path), changes), f"{path} + {scale_path}"))
     except (ModelFileError, ValueError) as exc:
         raise RecipeError(str(exc)) from None
     return CampaignPlan(scale, *recipes)
@@ -114,9 +117,6 @@ def load_plan(scale_path: Path) -> CampaignPlan:
 def missing_modules() -> list[str]:
     """The packages the campaign needs that this Python cannot import, with what each lacks (a GPU
     machine's image may lack some; the held-out renderer's is needed only at the end)."""
-    import importlib
-    import warnings
-
     missing = []
     for name in REQUIRED_MODULES:
         try:
@@ -158,8 +158,6 @@ def _restorer_progress(name: str, n: int):
 def _init_for(init: Path | None, conditioned: bool, cond_dim: int) -> Path | None:
     """``init`` when its network can be warm-started from (same conditioning and width), else ``None``."""
     from engine.bundle import RESTORER, ModelBundle
-    from engine.models.serialization import read_config
-    from engine.restoration import ARCHITECTURE, RestorerConfig
 
     if init is None or not ModelBundle(init).config_file(RESTORER).is_file():
         return None
@@ -170,10 +168,16 @@ def _init_for(init: Path | None, conditioned: bool, cond_dim: int) -> Path | Non
     return init
 
 
+def photomend(args: list[str]) -> int:
+    """``photomend ARGS`` in a child process, as a user runs it (training does not import the command
+    line); its output goes to this process's. Returns its exit status."""
+    return subprocess.run([sys.executable, "-m", "engine", *args], check=False).returncode
+
+
 def run_campaign(plan: CampaignPlan, photos: Path, work: Path, device: str = "auto") -> Path:
     """Run the steps of the module docstring in ``work``; returns ``work/report.md``."""
+    # imported here, once main() has checked that every package they need is there
     from engine.bundle import DETECTOR, RESTORER, ModelBundle
-    from engine.cli import main as cli
     from engine.detect import Detector
     from engine.synth import SynthSettings, synthesize
     from engine.training import daclip, restorer
@@ -223,10 +227,10 @@ def run_campaign(plan: CampaignPlan, photos: Path, work: Path, device: str = "au
                 "--device", device]
         if scale.ablation:
             args += ["--ablation", str(work / "ablation")]
-        if cli(args) != 0:
+        if photomend(args) != 0:
             raise RuntimeError(f"photomend eval on {data} failed")
         detect_report = work / f"detect_{renderer}.md"
-        if cli(["detect", "--eval", str(data), "--model", str(bundle), "--device", device,
+        if photomend(["detect", "--eval", str(data), "--model", str(bundle), "--device", device,
                 "--report", str(detect_report)]) != 0:
             raise RuntimeError(f"photomend detect --eval on {data} failed")
         report += [f"## Held-out photos, {renderer} renderer", "", out.with_suffix(".md").read_text(encoding="utf-8"),

@@ -3,7 +3,9 @@
 Recipes are TOML files loaded into typed dataclasses (:func:`load_recipe`); runs write
 ``RUN_DIR/checkpoint.safetensors`` (model weights) plus ``RUN_DIR/trainer_state.pt`` (optimizer,
 step, RNG; plain tensors and numbers, loaded with ``weights_only=True``) so an interrupted run
-resumes. DDP through ``torchrun`` (NCCL on CUDA, gloo on CPU).
+resumes. DDP through ``torchrun`` (NCCL on CUDA, gloo on CPU). Training's own errors
+(:class:`RecipeError`, :class:`TrainingDataError`) are turned into one-line usage errors by the
+command line (:mod:`engine.commands.train`); nothing here imports it.
 """
 
 from __future__ import annotations
@@ -19,11 +21,18 @@ import torch
 import torch.distributed as dist
 
 from engine.atomic import atomic_path
-from engine.models.serialization import _build_dataclass
+from engine.models.serialization import build_dataclass
 
 
 class RecipeError(ValueError):
-    """A recipe file that is missing or malformed (one line naming the file)."""
+    """A recipe file that is missing or malformed, or settings that exclude each other (one line
+    naming the file or the settings). The CLI prints it as a usage error (exit status 2)."""
+
+
+class TrainingDataError(ValueError):
+    """The photos, run folder or models that a run is given do not fit it: no photos, nothing to
+    resume, a conditioning that differs from the run's (one line naming the path). The CLI prints it
+    as a usage error (exit status 2)."""
 
 
 def load_recipe(path: str | Path, cls):
@@ -36,7 +45,7 @@ def load_recipe(path: str | Path, cls):
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise RecipeError(f"{path}: unreadable recipe ({exc})") from None
     try:
-        return _build_dataclass(cls, data, path)
+        return build_dataclass(cls, data, path)
     except ValueError as exc:
         raise RecipeError(str(exc)) from None
 

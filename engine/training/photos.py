@@ -13,6 +13,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import skimage
 from PIL import Image
 
 from engine.io.reader import ImageReadError, list_images, open_image
@@ -36,8 +37,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-side", type=int, default=1024)
     ap.add_argument("--val-fraction", type=float, default=0.2)
     args = ap.parse_args(argv)
-    import skimage
-
     files = [Path(skimage.data_dir) / n for n in SKIMAGE_PHOTOS if (Path(skimage.data_dir) / n).is_file()]
     for src in args.sources:
         files += list_images(src, recursive=True)

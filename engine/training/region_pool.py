@@ -20,6 +20,7 @@ Everything is seeded: region ``i`` of fill ``f`` depends only on ``(seed, f, i)`
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing as mp
 from pathlib import Path
 
 import numpy as np
@@ -135,8 +136,6 @@ class RegionPool:
         seeds = [[self.seed, fill, i] for i in range(n)]
         if processes <= 1 or n < 8:
             return [make_region(self.photos, self.spec, np.random.default_rng(s), self.registry) for s in seeds]
-        import multiprocessing as mp
-
         chunks = [seeds[i::processes] for i in range(processes)]
         with mp.get_context("fork").Pool(processes) as pool:
             parts = pool.map(_fill_worker, [(self.photos, self.spec, c) for c in chunks])

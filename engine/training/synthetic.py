@@ -18,24 +18,25 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from engine.degradations import apply_degradations, preset_combinations, sample_combination
 from engine.io.reader import ImageReadError, list_images, open_image
+from engine.training.common import TrainingDataError
 
 
 def load_photos(clean_dir: Path, max_side: int = 1024, recursive: bool = True) -> list[np.ndarray]:
     """Read every image in ``clean_dir`` as uint8 RGB, downsized to at most ``max_side``.
 
     Unreadable files are skipped with one warning each; a missing folder or one without any readable
-    image raises ``ValueError`` with a one-line message.
+    image raises :class:`~engine.training.common.TrainingDataError` with a one-line message.
     """
     clean_dir = Path(clean_dir)
     if not clean_dir.is_dir():
-        raise ValueError(f"{clean_dir}: no such folder of clean photos")
+        raise TrainingDataError(f"{clean_dir}: no such folder of clean photos")
     photos = []
     for path in list_images(clean_dir, recursive=recursive):
         photo = _load_photo(path, max_side)
         if photo is not None:
             photos.append(photo)
     if not photos:
-        raise ValueError(f"{clean_dir}: no readable images")
+        raise TrainingDataError(f"{clean_dir}: no readable images")
     return photos
 
 
@@ -91,11 +92,11 @@ class _PhotoSource:
         else:
             clean_dir = Path(clean_dir)
             if not clean_dir.is_dir():
-                raise ValueError(f"{clean_dir}: no such folder of clean photos")
+                raise TrainingDataError(f"{clean_dir}: no such folder of clean photos")
             self.photos = None
             self.paths = list_images(clean_dir, recursive=True)
             if not self.paths:
-                raise ValueError(f"{clean_dir}: no images")
+                raise TrainingDataError(f"{clean_dir}: no images")
 
     def __len__(self) -> int:
         return len(self.photos) if self.photos is not None else len(self.paths)

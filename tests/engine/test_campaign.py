@@ -13,7 +13,7 @@ import skimage.data
 from PIL import Image
 
 from engine.bundle import DETECTOR, RESTORER, ModelBundle
-from engine.training.campaign import load_plan, main, pack_photos
+from engine.training.campaign import load_plan, main, pack_photos, photomend
 from engine.training.common import RecipeError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,6 +108,10 @@ def test_scale_files_are_checked(tmp_path):
     plan = load_plan(nested)
     assert plan.restorer.unet.base_channels == 8 and plan.restorer.unet.channel_mult == (1, 2, 4, 8)
     assert main(["run", str(tmp_path), str(tmp_path / "w"), "--scale", str(nested)]) == 2  # no train/ val/
+
+
+def test_the_campaign_runs_photomend_commands_as_child_processes(tmp_path):
+    assert photomend(["train", "restorer", "--config", str(tmp_path / "missing.toml"), "--data", str(tmp_path)]) == 2
 
 
 def test_pack_photos_writes_jpegs(photos, tmp_path):

@@ -1,4 +1,4 @@
-"""DA-CLIP model: zero-init identity, permutation-invariant loss, save/load, official checkpoint layout."""
+"""DA-CLIP model: zero-init identity, captions, save/load, official checkpoint layout (its losses: test_losses.py)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,12 @@ from engine.models.daclip import (
     DaClipConfig,
     all_sets,
     load_pretrained,
-    predicted_sets,
     save_pretrained,
     set_caption,
-    set_targets,
-    slot_set_loss,
 )
 from engine.models.official import load_official, official_to_project
 from engine.models.serialization import ModelFileError
-from engine.vocab import DEGRADATIONS, NONE, OFFICIAL_DACLIP_DEGRADATIONS
+from engine.vocab import DEGRADATIONS, OFFICIAL_DACLIP_DEGRADATIONS
 
 TINY = "PhotoMend-ViT-Tiny-Test"
 TINY_RN = "PhotoMend-RN-Tiny-Test"
@@ -87,45 +84,10 @@ def test_frozen_resnet_tower_keeps_batch_norm_statistics_in_training():
     assert m.clip.visual.training
 
 
-def test_slot_loss_is_permutation_invariant():
-    torch.manual_seed(1)
-    logits = torch.randn(5, 2, 12)
-    targets = torch.randint(0, 12, (5, 2))
-    loss = slot_set_loss(logits, targets)
-    assert torch.allclose(loss, slot_set_loss(logits, targets.flip(1)))  # {a, b} == {b, a}
-    assert torch.allclose(loss, slot_set_loss(logits.flip(1), targets))  # slots swapped
-    # the min over assignments is never worse than the fixed assignment
-    fixed = (torch.nn.functional.cross_entropy(logits[:, 0], targets[:, 0], reduction="none")
-             + torch.nn.functional.cross_entropy(logits[:, 1], targets[:, 1], reduction="none")).mean() / 2
-    assert loss <= fixed + 1e-6
 
 
-def test_slot_loss_prefers_the_true_set_in_either_order():
-    classes = DaClipConfig().classes
-    t = set_targets([("hazy", "noisy")], classes)
-    good = torch.full((1, 2, len(classes)), -5.0)
-    good[0, 0, classes.index("noisy")] = 5.0
-    good[0, 1, classes.index("hazy")] = 5.0
-    bad = torch.full((1, 2, len(classes)), -5.0)
-    bad[0, 0, classes.index("noisy")] = 5.0
-    bad[0, 1, classes.index("rainy")] = 5.0
-    assert slot_set_loss(good, t) < 0.01 < slot_set_loss(bad, t)
 
 
-def test_targets_and_predicted_sets_are_order_free_and_none_filled():
-    classes = DaClipConfig().classes
-    assert classes[-1] == NONE and classes[:-1] == DEGRADATIONS
-    t = set_targets([(), ("noisy",), ("noisy", "hazy")], classes)
-    assert t[0].tolist() == [classes.index(NONE)] * 2
-    assert t[1].tolist() == [classes.index("noisy"), classes.index(NONE)]
-    with pytest.raises(ValueError):
-        set_targets([("noisy", "hazy", "rainy")], classes)
-    logits = torch.zeros(3, 2, len(classes))
-    for i, row in enumerate(t.tolist()):
-        for s, c in enumerate(reversed(row)):
-            logits[i, s, c] = 1.0
-    sets = predicted_sets(logits, classes)
-    assert sets == [frozenset(), frozenset({"noisy"}), frozenset({"hazy", "noisy"})]
 
 
 def test_captions_cover_every_set_once():

@@ -202,3 +202,15 @@ def test_region_pairs_are_native_crops_of_the_degraded_region(clean_dir, only):
     batch = collate_pairs(take(ds, 3))
     assert len(batch["regions"]) == 3
     assert "regions" not in collate_pairs(take(RegionPairs(clean_dir, crop=64, with_region=False, max_side=256), 2))
+
+
+def test_missing_or_empty_photo_folders_are_training_data_errors(tmp_path):
+    from engine.training.common import TrainingDataError
+    from engine.training.synthetic import load_photos
+
+    with pytest.raises(TrainingDataError, match="no such folder"):
+        load_photos(tmp_path / "missing")
+    with pytest.raises(TrainingDataError, match="no readable images"):
+        load_photos(tmp_path)
+    with pytest.raises(TrainingDataError, match="no images"):
+        SyntheticPairs(tmp_path, 32, photos_in_memory=False)

@@ -14,7 +14,8 @@ from engine.models.unet import UNetConfig
 from engine.restoration import RestorationModel
 from engine.sde import IRSDEConfig
 from engine.training.common import load_trainer_state
-from engine.training.restorer import RestorerRecipe, lr_factor, swap_conditions, train, x0_loss
+from engine.training.recipes import RestorerRecipe
+from engine.training.restorer import lr_factor, swap_conditions, train
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_UNET = UNetConfig(base_channels=8, channel_mult=(1, 2, 4), attention_levels=(2,), attention_heads=2,
@@ -77,17 +78,6 @@ def test_lr_schedule_warmup_then_cosine():
     assert lr_factor(40, r) > lr_factor(70, r)
 
 
-def test_losses():
-    hq = torch.zeros(2, 3, 4, 4)
-    lq = torch.stack([torch.full((3, 4, 4), 0.5), torch.full((3, 4, 4), 0.01)])  # input MSE 0.25 and 1e-4
-    pred = lq / 2  # halves each error
-    assert x0_loss(pred, hq, lq, "mse") == pytest.approx((0.0625 + 0.25e-4) / 2)
-    # relative: the nearly clean image weighs ~6x more than the dark one
-    w = torch.tensor([0.05 / 0.30, 0.05 / 0.0501])
-    expected = (torch.tensor([0.0625, 0.25e-4]) * w).mean()
-    assert x0_loss(pred, hq, lq, "relative_mse") == pytest.approx(float(expected), rel=1e-5)
-    with pytest.raises(ValueError, match="loss"):
-        x0_loss(pred, hq, lq, "l7")
 
 
 def test_swap_conditions_gives_some_samples_another_samples_condition():
@@ -102,18 +92,6 @@ def test_swap_conditions_gives_some_samples_another_samples_condition():
     assert all(torch.equal(row, row[0, 0].expand_as(row)) for row in mixed)  # whole conditions, not parts
 
 
-def test_psnr_mse_loss_follows_the_gradient_of_mean_log_mse():
-    hq = torch.zeros(2, 3, 4, 4)
-    lq = torch.stack([torch.full((3, 4, 4), 0.5), torch.full((3, 4, 4), 0.01)])
-    pred = (lq / 2).requires_grad_()
-    x0_loss(pred, hq, lq, "psnr_mse").backward()
-    ours = pred.grad.clone()
-    pred.grad = None
-    per = (pred - hq).pow(2).flatten(1).mean(1)
-    torch.log(per + 1e-4).mean().mul(1e-4).backward()
-    assert torch.allclose(ours, pred.grad, rtol=1e-5, atol=0)
-    # a nearly clean image pulls far harder per unit of error than a dark one (1/MSE weighting)
-    assert ours[1].abs().max() / 0.005 > 100 * ours[0].abs().max() / 0.25
 
 
 def test_tiny_conditioned_run_improves_validation_psnr(photos, detector_dir, tmp_path):
