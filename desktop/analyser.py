@@ -4,7 +4,7 @@
 :class:`~desktop.worker.WorkerHost`; it touches no widget. It asks the worker to analyse new photos
 in queue order, applies each detection to its job (the row and the override panel subscribe to the
 queue), cancels on request, and analyses the photos not restored yet again when another model is
-chosen. The batch reuses these analyses (:class:`engine.analysis.AnalysisCache`).
+chosen. The batch reuses these analyses (:class:`engine.inference.analysis.AnalysisCache`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from PySide6.QtCore import QObject, Signal
 
 from desktop.state import PENDING, JobQueue, Settings, SettingsStore
 from desktop.worker import WorkerHost
-from engine.api import Detection
-from engine.guard import GuardDecision
+from engine.inference.guard import GuardDecision
+from engine.jobs.api import Detection
 
 
 class Analyser(QObject):

@@ -5,7 +5,7 @@ open (on Linux: a display, and the system libraries of Qt's xcb plugin); when no
 what is missing and the exit status is 2.
 
 torch is imported before Qt on purpose: with recent torch on Windows, loading Qt's DLLs first makes
-torch's DLL initialisation fail. Keep the ``engine.device`` import above every PySide6 import.
+torch's DLL initialisation fail. Keep the ``engine.inference.device`` import above every PySide6 import.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import engine.device  # noqa: F401  (imports torch before PySide6; see the module docstring)
+import engine.inference.device  # noqa: F401  (imports torch before PySide6; see the module docstring)
 from engine.resources import samples_dir
 
 

@@ -2,7 +2,7 @@
 become each row's job state.
 
 :class:`BatchController` touches no widget. It groups the photos of a run into worker tasks (one
-per chosen set of degradations), applies each :class:`engine.jobs.BatchEvent` to its
+per chosen set of degradations), applies each :class:`engine.jobs.events.BatchEvent` to its
 :class:`~desktop.state.Job` (the table subscribes to the queue), closes the run when the worker
 finishes or fails, and computes the run's :class:`Progress` (overall and current photo, the photo
 count and the time left). The window forwards the user's actions to it and subscribes to its
@@ -20,8 +20,8 @@ from PySide6.QtCore import QObject, Signal
 
 from desktop.state import CANCELLED, DONE, FAILED, PENDING, RUNNING, SKIPPED, Job, JobQueue, SettingsStore
 from desktop.worker import Task
-from engine.api import Detection
-from engine.guard import GuardDecision
+from engine.inference.guard import GuardDecision
+from engine.jobs.api import Detection
 
 
 def format_seconds(seconds: float) -> str:
@@ -137,7 +137,7 @@ class BatchController(QObject):
     # ------------------------------------------------------------------ the worker's reports
 
     def on_event(self, ev) -> None:
-        """Apply one :class:`engine.jobs.BatchEvent` from the worker to the queue."""
+        """Apply one :class:`engine.jobs.events.BatchEvent` from the worker to the queue."""
         k = ev.kind
         if k == "started":
             self.queue.update(ev.path, status=RUNNING, tiles_done=0, tiles_todo=0, error="")

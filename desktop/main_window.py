@@ -76,7 +76,7 @@ class MainWindow(QMainWindow):
         self.comparison = Comparison()
         self.host = WorkerHost(restorer_factory, parent=self)
         if devices is None:
-            from engine.device import available_devices
+            from engine.inference.device import available_devices
 
             devices = available_devices()
 
@@ -246,7 +246,7 @@ class MainWindow(QMainWindow):
 
     def add_paths(self, paths: list[Path]) -> int:
         """Queue image files and the images inside folders (drag and drop, dialogs, command line)."""
-        from engine.batch import collect_inputs
+        from engine.jobs.batch import collect_inputs
 
         s = self.store.settings
         exclude = Path(s.output_dir) if s.output_dir else None

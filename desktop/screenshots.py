@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import engine.device  # noqa: F401  (torch before Qt, as in desktop.app)
+import engine.inference.device  # noqa: F401  (torch before Qt, as in desktop.app)
 
 
 def settle(app, ms: int = 300) -> None:

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.state import FORMATS, PRESETS, Settings, SettingsStore
-from engine.jobs import OVERWRITE_POLICIES
+from engine.jobs.events import OVERWRITE_POLICIES
 
 PRESET_TIPS = {name: f"{steps} SDE step{'s' if steps > 1 else ''}" for name, steps in PRESETS.items()}
 OVERWRITE_LABELS = {

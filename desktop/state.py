@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from engine import atomic
-from engine.api import Detection, Range, settings_field
-from engine.guard import GuardDecision
+from engine.inference.guard import GuardDecision
+from engine.io import atomic
 from engine.io.writer import FORMATS as ENGINE_FORMATS
-from engine.jobs import BatchSettings
+from engine.jobs.api import Detection, Range, settings_field
+from engine.jobs.events import BatchSettings
 from engine.vocab import DEGRADATIONS
 
 APP_NAME = "PhotoMend"
@@ -183,13 +183,13 @@ def config_dir() -> Path:
 
 
 def _engine_default(name: str):
-    """The engine's default for the batch setting ``name`` (:class:`~engine.jobs.BatchSettings`)."""
+    """The engine's default for the batch setting ``name`` (:class:`~engine.jobs.events.BatchSettings`)."""
     return settings_field(BatchSettings, name).default
 
 
 @dataclass(frozen=True)
 class DesktopBatch(BatchSettings):
-    """A batch as the window asks for it: the job's :class:`~engine.jobs.BatchSettings` and the model
+    """A batch as the window asks for it: the job's :class:`~engine.jobs.events.BatchSettings` and the model
     folder (``None``: bundled) and device the worker builds its restorer from (not settings of the job)."""
 
     model_dir: Path | None = None
@@ -208,7 +208,7 @@ _OWN_WAY = {"output_dir", "format", "tile", "strength", "suffix"}
 class Settings:
     """What the user chose in the settings panel; saved as JSON between runs.
 
-    The fields the engine's :class:`~engine.jobs.BatchSettings` also has take its default, range and
+    The fields the engine's :class:`~engine.jobs.events.BatchSettings` also has take its default, range and
     choices and go to it unchanged, except those the desktop sets its own way: ``output_dir`` (text,
     ``""`` = not chosen), ``format`` (``"same"`` = the input's), ``tile`` (``0`` = from memory),
     ``strength`` (percent) and ``suffix`` (``"_restored"`` by default); ``preset`` names the steps.

@@ -1,13 +1,13 @@
 """The one worker that drives the engine, living in its own QThread.
 
 The GUI thread asks for work by emitting :attr:`WorkerHost.requested`; the worker validates and
-runs one :class:`engine.batch.BatchJob` for each task (the checks the CLI makes before it starts) and reports every :class:`~engine.jobs.BatchEvent`
-through a queued signal. Cancelling sets a :class:`~engine.api.CancelToken` directly (thread-safe),
+runs one :class:`engine.jobs.batch.BatchJob` for each task (the checks the CLI makes before it starts) and reports every :class:`~engine.jobs.events.BatchEvent`
+through a queued signal. Cancelling sets a :class:`~engine.jobs.api.CancelToken` directly (thread-safe),
 and the engine checks it between tiles, so the interface never waits for the worker.
 
 Photos are also analysed as soon as they are queued: :class:`PendingAnalyses` (a locked list shared
 with the GUI thread) holds them in queue order, and the worker detects them one by one, keeping
-each condition in an :class:`engine.analysis.AnalysisCache` that the batch reuses. Clearing the
+each condition in an :class:`engine.inference.analysis.AnalysisCache` that the batch reuses. Clearing the
 list cancels what has not started; a batch waiting to start makes the analysis stop after the
 current photo (the batch detects the rest itself) and go on when the batch ends.
 """
@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from engine.api import CancelToken
-from engine.atomic import one_line
+from engine.io.atomic import one_line
+from engine.jobs.api import CancelToken
 
 if TYPE_CHECKING:
     from desktop.state import DesktopBatch
@@ -36,7 +36,7 @@ RestorerFactory = Callable[[Path | None, str], object]
 
 def default_restorer_factory(model_dir: Path | None, device: str):
     """Build the engine's ``Restorer`` (imported here so torch loads in the worker thread if not yet)."""
-    from engine.runtime import Restorer
+    from engine.inference.runtime import Restorer
 
     return Restorer(model_dir=model_dir, device=device)
 
@@ -94,7 +94,7 @@ class PendingAnalyses:
 
 @dataclass(frozen=True)
 class Task:
-    """One :class:`~engine.batch.BatchJob`: ``inputs`` are ``(file, root)`` pairs, all with the same
+    """One :class:`~engine.jobs.batch.BatchJob`: ``inputs`` are ``(file, root)`` pairs, all with the same
     settings; ``settings`` also name the model and device (:class:`desktop.state.DesktopBatch`)."""
 
     inputs: tuple[tuple[Path, Path], ...]
@@ -104,12 +104,12 @@ class Task:
 class BatchWorker(QObject):
     """Runs tasks one after another in the worker thread; never touches widgets."""
 
-    event = Signal(object)  # engine.jobs.BatchEvent
+    event = Signal(object)  # engine.jobs.events.BatchEvent
     log = Signal(str)
     finished = Signal(object)  # list[FileResult] of the whole request
     failed = Signal(str)  # the request stopped before its files were tried (e.g. the model did not load)
     analysing = Signal(object)  # path: its analysis begins
-    analysed = Signal(object, object, object)  # path, engine.api.Detection, engine.guard.GuardDecision | None
+    analysed = Signal(object, object, object)  # path, engine.jobs.api.Detection, engine.inference.guard.GuardDecision | None
     analysisFailed = Signal(object, str)  # path, one line (e.g. an unreadable file)
     analysisStopped = Signal(str)  # no photo can be analysed (the model did not load)
 
@@ -118,13 +118,13 @@ class BatchWorker(QObject):
         self._factory = restorer_factory or default_restorer_factory
         self._restorer = None
         self._restorer_key: tuple | None = None
-        self._analyses = None  # engine.analysis.AnalysisCache of the current restorer
+        self._analyses = None  # engine.inference.analysis.AnalysisCache of the current restorer
         self.cancel_token = CancelToken()
         self.pending = PendingAnalyses()
         self.batch_waiting = threading.Event()  # set by the GUI thread: stop analysing, a batch is next
 
     def _restorer_for(self, model_dir: Path | None, device: str):
-        from engine.analysis import AnalysisCache
+        from engine.inference.analysis import AnalysisCache
 
         key = (str(model_dir) if model_dir else None, device)
         if self._restorer is None or key != self._restorer_key:
@@ -143,7 +143,7 @@ class BatchWorker(QObject):
     @Slot()
     def analyze(self) -> None:
         """Analyse the pending photos in order until none is left or a batch is waiting."""
-        from engine.batch import file_error
+        from engine.jobs.batch import file_error
         while not self.batch_waiting.is_set():
             item = self.pending.pop()
             if item is None:
@@ -167,8 +167,8 @@ class BatchWorker(QObject):
     @Slot(object)
     def run(self, tasks: list[Task]) -> None:
         """Run ``tasks``; emits :attr:`finished` (also after a cancel) or :attr:`failed` (also when a
-        task does not pass :meth:`~engine.batch.BatchJob.validate`)."""
-        from engine.batch import BatchJob
+        task does not pass :meth:`~engine.jobs.batch.BatchJob.validate`)."""
+        from engine.jobs.batch import BatchJob
 
         self.batch_waiting.clear()
         results: list = []

@@ -3,7 +3,7 @@
 A bundle (e.g. ``resources/models/default/``) is a folder with two models and a model card::
 
     detector.json + detector.safetensors    the DA-CLIP detector (engine.models.daclip)
-    restorer.json + restorer.safetensors    the restorer (engine.restoration)
+    restorer.json + restorer.safetensors    the restorer (engine.inference.restoration)
     README.md                               the model card (optional)
 
 Each model is ``NAME.json`` (architecture, format version, typed config) plus ``NAME.safetensors``
@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine import atomic
+from engine.io import atomic
 
 DETECTOR = "detector"
 RESTORER = "restorer"
@@ -160,14 +160,14 @@ class ModelBundle:
         return meta
 
     def load_detector(self, device="cpu", n_crops: int = 8):
-        """The detector (:class:`engine.detect.Detector`) on ``device`` (imports torch)."""
-        from engine.detect import Detector
+        """The detector (:class:`engine.inference.detect.Detector`) on ``device`` (imports torch)."""
+        from engine.inference.detect import Detector
 
         return Detector.from_dir(self.path, device, n_crops)
 
     def load_restorer(self, device="cpu"):
-        """The restorer (:class:`engine.restoration.RestorationModel`) on ``device`` (imports torch)."""
-        from engine.restoration import RestorationModel
+        """The restorer (:class:`engine.inference.restoration.RestorationModel`) on ``device`` (imports torch)."""
+        from engine.inference.restoration import RestorationModel
 
         return RestorationModel.from_dir(self.path, device)
 

@@ -10,9 +10,9 @@ def build_tiny_bundle(folder: Path) -> Path:
     import torch
 
     from engine.bundle import ModelBundle
+    from engine.inference.restoration import RestorationModel, RestorerConfig
     from engine.models.daclip import DaClip, DaClipConfig, save_pretrained
     from engine.models.unet import UNetConfig
-    from engine.restoration import RestorationModel, RestorerConfig
 
     torch.manual_seed(0)
     folder.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ photo's alone): read the JPEG, detect, restore in tiles, write the JPEG. The res
 calls are timed inside the run, and the same network's bare forward throughput on one tile is
 measured afterwards, so what the engine adds (IO, detection, tiling, blending) is visible.
 
-Then, as a user sees it (:mod:`engine.perf`): the cold start (a whole ``photomend restore`` process
+Then, as a user sees it (:mod:`engine.tools.perf`): the cold start (a whole ``photomend restore`` process
 on a tiny photo against ``python -c "import torch"``, in the same run), one photo end to end
 (process wall time and peak RSS), and the restorer's achieved GFLOP/s against this machine's
 measured peak (a large matmul and 3x3 convolutions at the network's widths).
@@ -80,11 +80,11 @@ def run_worker(image: Path, steps: int, device: str, tile: int | None, model: Pa
 
     import torch
 
-    from engine.allocator import keep_freed_memory
-    from engine.api import RestoreOptions
+    from engine.inference.allocator import keep_freed_memory
+    from engine.inference.runtime import Restorer
     from engine.io.reader import load_image
     from engine.io.writer import save_image
-    from engine.runtime import Restorer
+    from engine.jobs.api import RestoreOptions
 
     keep_freed_memory()  # as photomend restore does
     t0 = time.perf_counter()
@@ -156,12 +156,12 @@ def run_worker(image: Path, steps: int, device: str, tile: int | None, model: Pa
 
 def run_compute_worker(tile: int, device: str, model: Path | None, rounds: int = 3) -> dict:
     """The restorer's achieved GFLOP/s on one ``tile`` x ``tile`` tile against this machine's peak
-    (in the subprocess): see :mod:`engine.perf`. ``rounds`` alternations of the peak and the pass."""
+    (in the subprocess): see :mod:`engine.tools.perf`. ``rounds`` alternations of the peak and the pass."""
     import torch
 
-    from engine.allocator import keep_freed_memory
-    from engine.perf import best_of_peaks, best_seconds, conv_widths, measure_peak, restorer_compute
-    from engine.runtime import Restorer
+    from engine.inference.allocator import keep_freed_memory
+    from engine.inference.runtime import Restorer
+    from engine.tools.perf import best_of_peaks, best_seconds, conv_widths, measure_peak, restorer_compute
 
     keep_freed_memory()
     restorer = Restorer(model, device=device)
@@ -206,8 +206,8 @@ def measure_processes(tmp: Path, model: Path, steps: int, device: str, repeat: i
     interleaved) and end to end on an ``e2e_mp`` JPEG, each ``repeat`` times."""
     from PIL import Image
 
-    from engine.perf import time_process
     from engine.resources import samples_dir
+    from engine.tools.perf import time_process
 
     photomend = _photomend_command()
     tiny = tmp / "tiny.png"

@@ -10,7 +10,7 @@ written by ``photomend synth`` (``labels.jsonl``): exact-set accuracy, per-type 
 confusion table, printed (and written to FILE) as Markdown.
 
 ``photomend detect --calibrate SYNTH_DIR --out DIR`` fits one detection threshold per name on a
-labelled set (best F-beta per name, :func:`engine.detect_eval.calibrate_thresholds`) and writes a copy
+labelled set (best F-beta per name, :func:`engine.tools.detect_eval.calibrate_thresholds`) and writes a copy
 of the model bundle with them in its detector config (:meth:`engine.bundle.ModelBundle.with_thresholds`).
 Calibrate on photos the model was trained on or on a set of its own, never on the set you then
 evaluate on.
@@ -62,8 +62,8 @@ def _load_detector(args):
     import_open_clip()  # before the detector: open_clip's towers without torchvision
     from engine.bundle import bundled_model_dir
     from engine.cli import UsageError
-    from engine.detect import Detector
-    from engine.device import pick_device
+    from engine.inference.detect import Detector
+    from engine.inference.device import pick_device
     from engine.models.serialization import ModelFileError
 
     model = args.model or bundled_model_dir()
@@ -146,7 +146,7 @@ def _read_labelled(path: Path):
 def _run_eval(args) -> int:
     from tqdm import tqdm
 
-    from engine.detect_eval import evaluate
+    from engine.tools.detect_eval import evaluate
 
     records = read_labels(args.eval)
     detector = _load_detector(args)
@@ -174,8 +174,8 @@ def _run_calibrate(args) -> int:
 
     from engine.bundle import DETECTOR, ModelBundle, bundled_model_dir
     from engine.cli import UsageError
-    from engine.detect import DETECT_THRESHOLD, select_names
-    from engine.detect_eval import DetectionReport, calibrate_thresholds
+    from engine.inference.detect import DETECT_THRESHOLD, select_names
+    from engine.tools.detect_eval import DetectionReport, calibrate_thresholds
 
     bundle = ModelBundle(Path(args.model or bundled_model_dir()))
     if not bundle.config_file(DETECTOR).is_file():

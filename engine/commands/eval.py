@@ -20,7 +20,7 @@ def register(sub) -> None:
                              "both (with and without it, side by side)")
     parser.add_argument("--guard-ramp", default=None, metavar="LOW,HIGH",
                         help="the guard's ramp on its confidence scale: input kept at or below LOW, full "
-                             "strength from HIGH (default: engine.guard.GuardConfig's 0.5,0.75), to tune it")
+                             "strength from HIGH (default: engine.inference.guard.GuardConfig's 0.5,0.75), to tune it")
     parser.add_argument("--model", type=Path, required=True, help="model folder (restorer + detector)")
     parser.add_argument("--data", type=Path, required=True, help="folder made by `photomend synth`")
     parser.add_argument("--ablation", type=Path, help="model folder of the unconditioned ablation restorer")
@@ -53,12 +53,19 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from engine.cli import UsageError
-    from engine.detect import Detector
-    from engine.device import pick_device
-    from engine.evaluate import EvalDataError, evaluate, load_pairs, markdown_report, spread_subset, write_csv
-    from engine.guard import GuardConfig
+    from engine.inference.detect import Detector
+    from engine.inference.device import pick_device
+    from engine.inference.guard import GuardConfig
+    from engine.inference.restoration import RestorationModel
     from engine.models.serialization import ModelFileError
-    from engine.restoration import RestorationModel
+    from engine.tools.evaluate import (
+        EvalDataError,
+        evaluate,
+        load_pairs,
+        markdown_report,
+        spread_subset,
+        write_csv,
+    )
 
     steps_list = _parse_steps(args.steps)
     guard = None if args.guard == "off" else GuardConfig()

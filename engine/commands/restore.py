@@ -1,7 +1,7 @@
 """``photomend restore INPUT... -o OUT``: restore files and folders, mirroring the input tree.
 
 Exit status: 0 every file restored or skipped, 1 some failed (or the run was cancelled), 2 usage
-error. ``--report FILE`` writes a JSON report (schema: :meth:`engine.batch.BatchJob.report`); ``--summary`` prints
+error. ``--report FILE`` writes a JSON report (schema: :meth:`engine.jobs.batch.BatchJob.report`); ``--summary`` prints
 a table of the detected degradations and timings.
 """
 
@@ -47,10 +47,10 @@ def register(sub) -> None:
 def _settings(args):
     """The job's settings from the command line; what cannot be parsed is a :class:`UsageError`
     (ranges are checked by :meth:`BatchJob.validate`)."""
-    from engine.api import SettingError
-    from engine.guard import GuardConfig
+    from engine.inference.guard import GuardConfig
     from engine.io.writer import normalize_format
-    from engine.jobs import BatchSettings
+    from engine.jobs.api import SettingError
+    from engine.jobs.events import BatchSettings
     from engine.vocab import parse_names
 
     fmt = None
@@ -75,12 +75,12 @@ def _settings(args):
 
 
 def _flag_message(exc) -> str:
-    """A :class:`~engine.api.SettingError` worded for the option that set it (``--steps must be...``)."""
+    """A :class:`~engine.jobs.api.SettingError` worded for the option that set it (``--steps must be...``)."""
     return exc.for_flag("--" + exc.name.replace("_", "-"))
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    from engine import atomic
+    from engine.io import atomic
 
     atomic.write_json(path, data)
 
@@ -140,8 +140,8 @@ class _Bar:
 
 
 def run(args) -> int:
-    from engine.api import JobError, SettingError
-    from engine.batch import BatchJob, NoBundledModel
+    from engine.jobs.api import JobError, SettingError
+    from engine.jobs.batch import BatchJob, NoBundledModel
 
     job = BatchJob.from_paths(args.inputs, _settings(args), recursive=args.recursive, model_dir=args.model,
                               device=args.device)
@@ -156,7 +156,7 @@ def run(args) -> int:
     except JobError as exc:
         raise UsageError(str(exc)) from None
 
-    from engine.allocator import keep_freed_memory
+    from engine.inference.allocator import keep_freed_memory
 
     keep_freed_memory()  # this process is ours: tiles reuse freed memory instead of faulting it in again
     try:

@@ -38,8 +38,8 @@ def run_self_test(device: str = "cpu") -> int:
     if not has_bundled_model():
         return _fail(f"no model bundled in {bundled_model_dir()}")
     try:
-        from engine.api import RestoreOptions
-        from engine.runtime import Restorer
+        from engine.inference.runtime import Restorer
+        from engine.jobs.api import RestoreOptions
 
         start = time.perf_counter()
         restorer = Restorer(device=device)

@@ -34,7 +34,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from engine.cli import UsageError
-    from engine.synth import SynthInputError, SynthSettings, synthesize
+    from engine.tools.synth import SynthInputError, SynthSettings, synthesize
 
     try:
         settings = SynthSettings(preset=args.preset, per_image=args.per_image, seed=args.seed, renderer=args.renderer,

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from engine.atomic import one_line
+from engine.io.atomic import one_line
 from engine.io.codecs import (
     ORIENTATION,
     cmyk_to_rgb,

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from engine.atomic import commit_part_file, new_part_file, one_line
+from engine.io.atomic import commit_part_file, new_part_file, one_line
 from engine.io.codecs import ORIENTATION, write_png16, write_tiff16
 from engine.io.reader import LoadedImage
 

@@ -1,7 +1,7 @@
 """Typed hyperparameters of the restorer, free of torch so that recipes and the CLI load fast.
 
 :class:`UNetConfig` builds :class:`engine.models.unet.ConditionalUNet`; :class:`IRSDEConfig`
-builds :class:`engine.sde.IRSDEScheduler`. Both are saved beside the weights.
+builds :class:`engine.inference.sde.IRSDEScheduler`. Both are saved beside the weights.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from engine import atomic
-from engine.atomic import atomic_path
+from engine.io import atomic
+from engine.io.atomic import atomic_path
 
 FORMAT_VERSION = 1
 

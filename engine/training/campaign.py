@@ -37,8 +37,8 @@ from pathlib import Path
 
 import tomllib
 
+from engine.inference.restoration import ARCHITECTURE, RestorerConfig
 from engine.models.serialization import ModelFileError, build_dataclass, read_config
-from engine.restoration import ARCHITECTURE, RestorerConfig
 from engine.training.common import RecipeError
 from engine.training.recipes import DaClipRecipe, RestorerRecipe
 
@@ -178,8 +178,8 @@ def run_campaign(plan: CampaignPlan, photos: Path, work: Path, device: str = "au
     """Run the steps of the module docstring in ``work``; returns ``work/report.md``."""
     # imported here, once main() has checked that every package they need is there
     from engine.bundle import DETECTOR, RESTORER, ModelBundle
-    from engine.detect import Detector
-    from engine.synth import SynthSettings, synthesize
+    from engine.inference.detect import Detector
+    from engine.tools.synth import SynthSettings, synthesize
     from engine.training import daclip, restorer
 
     train_dir, val_dir = photo_split(photos)

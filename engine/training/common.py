@@ -20,7 +20,7 @@ import tomllib
 import torch
 import torch.distributed as dist
 
-from engine.atomic import atomic_path
+from engine.io.atomic import atomic_path
 from engine.models.serialization import build_dataclass
 
 

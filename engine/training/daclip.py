@@ -39,7 +39,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
-from engine.device import autocast, pick_device
+from engine.inference.device import autocast, pick_device
 from engine.models.daclip import (
     ARCHITECTURE,
     DaClip,

@@ -10,7 +10,7 @@ the photo is seen at 1/``max_zoom_out`` to 1x of its stored size, short side ``r
 ``region_max``, aspect 3:4 to 4:3) and degraded whole, as a photo of that size would be, by
 :func:`engine.degradations.apply_degradations` with a renderer mix
 (:func:`engine.degradations.renderers.registry`). A region's views are what
-:meth:`engine.detect.Detector.analyze` looks at: its global view (the region resized to ``size``)
+:meth:`engine.inference.detect.Detector.analyze` looks at: its global view (the region resized to ``size``)
 then ``n_crops`` native ``size`` crops on the 16 px grid (JPEG blocks stay aligned), each view with
 a random horizontal flip.
 

@@ -5,7 +5,7 @@
 network configuration, network and optimiser, data, validation sets, the loop, checkpoints).
 
 Each step draws synthetic (lq, hq) crops (:class:`~engine.training.synthetic.SyntheticPairs`), the
-frozen detector's condition of the LQ crop (:meth:`~engine.detect.Detector.condition_batch`), a
+frozen detector's condition of the LQ crop (:meth:`~engine.inference.detect.Detector.condition_batch`), a
 timestep ``t`` and ``x_t`` from the IR-SDE forward marginal; the network predicts ``x0`` and is
 trained with MSE. A share of each batch (``deterministic_fraction``) uses the exact one-step
 inference input (``t = T``, ``x_T = mu``), which is what the default ``steps=1`` restoration sees.
@@ -39,13 +39,13 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from engine.bundle import RESTORER, ModelBundle
-from engine.detect import Detector
-from engine.device import autocast, pick_device
-from engine.metrics import batch_psnr
+from engine.inference.detect import Detector
+from engine.inference.device import autocast, pick_device
+from engine.inference.restoration import ARCHITECTURE, RestorerConfig, sample
+from engine.inference.sde import IRSDEScheduler
 from engine.models.serialization import load_weights, read_config, save_model
 from engine.models.unet import ConditionalUNet, upgrade_key
-from engine.restoration import ARCHITECTURE, RestorerConfig, sample
-from engine.sde import IRSDEScheduler
+from engine.tools.metrics import batch_psnr
 from engine.training.common import (
     EMA,
     DistInfo,

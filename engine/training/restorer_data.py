@@ -10,10 +10,10 @@ a photo of that size would be. Each region becomes one :class:`PairEntry` when i
   ``identity_mild_max`` toward its degraded copy), whose target is the input itself. A restorer
   must learn to leave alone what needs nothing.
 * its **condition**: what the frozen detector outputs for the entry's input region
-  (:meth:`engine.detect.Detector.analyze`, the runtime's path: the region's global view and native
+  (:meth:`engine.inference.detect.Detector.analyze`, the runtime's path: the region's global view and native
   crops), computed once per entry and reused by every crop of it. A share
   ``label_condition_fraction`` of the restoration pairs is conditioned instead on their true names
-  (:meth:`~engine.detect.Detector.condition_for`, the runtime's path when the user forces names).
+  (:meth:`~engine.inference.detect.Detector.condition_for`, the runtime's path when the user forces names).
 
 A share ``seed24_fraction`` of the entries comes from a second pool drawn from the ``seed24``
 preset, so that every study pair is well represented. Batches are native ``crop`` x ``crop``
@@ -74,7 +74,7 @@ class PairEntry:
 
 
 class DetectorConditions:
-    """A :data:`Conditioner` from a frozen :class:`~engine.detect.Detector`."""
+    """A :data:`Conditioner` from a frozen :class:`~engine.inference.detect.Detector`."""
 
     def __init__(self, detector):
         self.detector = detector

@@ -144,7 +144,7 @@ class SyntheticPairs(IterableDataset):
 
 def global_view(image: torch.Tensor, size: int) -> torch.Tensor:
     """The whole ``[3, H, W]`` image resized to ``size`` x ``size`` exactly as the detector's global
-    view (:meth:`engine.detect.Detector._views`): antialiased bilinear, clamped to [0, 1]."""
+    view (:meth:`engine.inference.detect.Detector._views`): antialiased bilinear, clamped to [0, 1]."""
     out = torch.nn.functional.interpolate(image[None], size=(size, size), mode="bilinear", antialias=True,
                                           align_corners=False)
     return out[0].clamp_(0.0, 1.0)
@@ -156,7 +156,7 @@ class PhotoViews(IterableDataset):
     A region of a clean photo (short side log-uniform in ``[region_min, region_max]``, aspect ratio
     between 3:4 and 4:3, random horizontal flip) is degraded at its own scale, as a whole photo of
     that size would be. It then yields ``views_per_region`` samples: first its **global view** (the
-    region resized to ``crop``, as :meth:`engine.detect.Detector.analyze` resizes a photo), then
+    region resized to ``crop``, as :meth:`engine.inference.detect.Detector.analyze` resizes a photo), then
     **native crops** (``crop`` x ``crop`` at full resolution, random positions), each with the clean
     view from the same place. Training on both kinds teaches scene-scale damage (haze, rain, missing
     regions) from the global view and pixel-scale damage (noise, JPEG blocks, blur) from the native

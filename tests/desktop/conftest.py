@@ -52,7 +52,7 @@ def tiny_bundle(tmp_path_factory) -> Path:
 
 class EngineKit:
     """How the window reaches the real engine in tests: ``factory(model_dir, device)`` builds a
-    :class:`engine.runtime.Restorer` on the tiny bundle; ``slow_tile`` makes a photo take many tiles."""
+    :class:`engine.inference.runtime.Restorer` on the tiny bundle; ``slow_tile`` makes a photo take many tiles."""
 
     def __init__(self, factory, slow_tile: int):
         self.factory, self.slow_tile = factory, slow_tile
@@ -60,7 +60,7 @@ class EngineKit:
 
 @pytest.fixture
 def engine_kit(tiny_bundle) -> EngineKit:
-    from engine.runtime import Restorer
+    from engine.inference.runtime import Restorer
 
     return EngineKit(lambda model_dir, device: Restorer(tiny_bundle, "cpu"), slow_tile=32)
 

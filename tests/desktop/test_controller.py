@@ -10,9 +10,9 @@ from PySide6.QtCore import QObject, Signal
 
 from desktop.controller import BatchController, Progress, format_seconds, tasks_for
 from desktop.state import CANCELLED, DONE, FAILED, PENDING, RUNNING, SKIPPED, JobQueue
-from engine.api import Detection
-from engine.guard import GuardDecision
-from engine.jobs import BatchEvent, FileResult
+from engine.inference.guard import GuardDecision
+from engine.jobs.api import Detection
+from engine.jobs.events import BatchEvent, FileResult
 
 
 class FakeWorker(QObject):

@@ -23,7 +23,7 @@ class CountingFactory:
         self.lock = threading.Lock()
 
     def __call__(self, model_dir, device):
-        from engine.runtime import Restorer
+        from engine.inference.runtime import Restorer
 
         restorer = Restorer(self.bundle, "cpu")
         analyze = restorer.detector.analyze

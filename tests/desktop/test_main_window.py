@@ -43,7 +43,7 @@ def run_to_end(qtbot, window) -> None:
 
 def output_files(folder: Path) -> list[Path]:
     """Every file under ``folder`` but the engine's skip-on-rerun manifest."""
-    from engine.batch import MANIFEST_NAME
+    from engine.jobs.batch import MANIFEST_NAME
 
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST_NAME)
 

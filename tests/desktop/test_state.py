@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from desktop.state import Comparison, JobQueue, Settings, SettingsStore
-from engine.api import Detection
-from engine.guard import GuardDecision
+from engine.inference.guard import GuardDecision
+from engine.jobs.api import Detection
 
 
 def test_queue_adds_once_and_notifies():
@@ -118,7 +118,7 @@ def test_comparison_clamps_and_notifies():
 
 
 def test_settings_take_the_engines_schema(tmp_path):
-    from engine.jobs import BatchSettings
+    from engine.jobs.events import BatchSettings
 
     engine = BatchSettings(tmp_path)
     d = Settings()

@@ -24,7 +24,7 @@ def test_pending_analyses_keep_queue_order_and_the_newest_request():
 def test_the_worker_makes_the_jobs_checks_before_any_file(qtbot, photo_folder, tmp_path):
     from desktop.state import Settings
     from desktop.worker import BatchWorker, Task
-    from tests.engine.test_runtime import fake_restorer
+    from tests.engine.inference.test_runtime import fake_restorer
 
     worker = BatchWorker(lambda model_dir, device: fake_restorer())
     failed, finished, events = [], [], []

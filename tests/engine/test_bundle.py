@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import atomic
 from engine.bundle import DETECTOR, PARTS, RESTORER, ModelBundle, describe_layout, is_model_bundle
+from engine.io import atomic
 from engine.models.serialization import ModelFileError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,7 +130,7 @@ def test_with_thresholds_leaves_nothing_half_written(tmp_path, monkeypatch):
     def failing_commit(tmp, path, fsync=False):
         raise OSError(5, "I/O error")
 
-    monkeypatch.setattr("engine.atomic.commit_part_file", failing_commit)
+    monkeypatch.setattr("engine.io.atomic.commit_part_file", failing_commit)
     with pytest.raises(OSError, match="I/O error"):
         bundle.with_thresholds([0.4])  # in place: the old config stays whole
     assert bundle.config_file(DETECTOR).read_bytes() == before

@@ -11,7 +11,7 @@ from PIL import Image
 
 from engine.bundle import RESTORER, ModelBundle, bundled_model_dir
 from engine.cli import main
-from tests.engine.test_runtime import tiny_bundle  # noqa: F401  (a fixture)
+from tests.engine.inference.test_runtime import tiny_bundle  # noqa: F401  (a fixture)
 
 FILE_KEYS = {"path": str, "status": str, "output": (str, type(None)), "degradations": list, "scores": dict,
              "settings": dict, "seconds": (int, float), "error": (str, type(None)),

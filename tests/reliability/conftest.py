@@ -38,7 +38,7 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def restorer(bundle):
-    from engine.runtime import Restorer
+    from engine.inference.runtime import Restorer
 
     return Restorer(bundle, "cpu")
 

@@ -20,10 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from engine.batch import MANIFEST_NAME, collect_inputs, run_batch
 from engine.cli import main as photomend
 from engine.io.reader import IMAGE_SUFFIXES
-from engine.jobs import BatchSettings
+from engine.jobs.batch import MANIFEST_NAME, collect_inputs, run_batch
+from engine.jobs.events import BatchSettings
 from tests.reliability.conftest import record_figure
 from tests.reliability.corpus import (
     MAX_SECONDS_PER_FILE,

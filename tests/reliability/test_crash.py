@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.batch import MANIFEST_NAME
 from engine.cli import main as photomend
+from engine.jobs.batch import MANIFEST_NAME
 from tests.reliability.conftest import record_figure, subprocess_env
 from tests.reliability.corpus import photo_pixels
 

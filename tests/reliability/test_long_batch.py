@@ -17,8 +17,8 @@ import psutil
 import pytest
 from PIL import Image
 
-from engine.batch import collect_inputs, run_batch
-from engine.jobs import BatchSettings
+from engine.jobs.batch import collect_inputs, run_batch
+from engine.jobs.events import BatchSettings
 from tests.reliability.conftest import record_figure
 from tests.reliability.corpus import photo_pixels
 

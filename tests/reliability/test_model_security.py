@@ -18,11 +18,11 @@ import torch
 
 from engine.bundle import DETECTOR, RESTORER, ModelBundle
 from engine.cli import main as photomend
-from engine.detect import Detector
+from engine.inference.detect import Detector
+from engine.inference.restoration import RestorationModel
+from engine.inference.runtime import Restorer
 from engine.models.official import load_official, read_official_state_dict
 from engine.models.serialization import ModelFileError, load_weights
-from engine.restoration import RestorationModel
-from engine.runtime import Restorer
 from engine.training.common import load_trainer_state
 from tests.reliability.conftest import build_bundle
 
@@ -157,8 +157,8 @@ def test_cli_refuses_a_poisoned_bundle(tmp_path, good_bundle, marker, capsys):
 
 
 def test_wrong_shapes_name_the_file(tmp_path, good_bundle):
+    from engine.inference.restoration import RestorerConfig
     from engine.models.unet import UNetConfig
-    from engine.restoration import RestorerConfig
 
     folder = tmp_path / "wrong"
     shutil.copytree(good_bundle, folder)

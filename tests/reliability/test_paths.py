@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine.batch import collect_inputs
 from engine.cli import main as photomend
+from engine.jobs.batch import collect_inputs
 from tests.reliability.conftest import subprocess_env
 from tests.reliability.corpus import photo_pixels
 

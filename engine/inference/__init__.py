@@ -1,0 +1,1 @@
+"""Inference: a photo in, a restored photo out (detector, restorer, sampler, tiles, guard)."""

@@ -1,0 +1,1 @@
+"""Tools: offline evaluation, synthetic sets and benchmarks (not on a restore's path)."""
