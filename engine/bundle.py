@@ -26,7 +26,6 @@ Usage::
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import secrets
 import shutil
@@ -35,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.io import atomic
+from engine.models.configs import ModelFileError, read_meta
 
 DETECTOR = "detector"
 RESTORER = "restorer"
@@ -43,12 +43,6 @@ CONFIG_SUFFIX = ".json"
 WEIGHTS_SUFFIX = ".safetensors"
 CARD = "README.md"
 BUNDLED_NAME = "default"  # resources/models/<this>: the bundle shipped with the application
-
-
-def _model_file_error(message: str) -> Exception:
-    from engine.models.serialization import ModelFileError  # torch: only once something is wrong
-
-    return ModelFileError(message)
 
 
 def describe_layout(parts: Sequence[str] = PARTS) -> str:
@@ -133,10 +127,10 @@ class ModelBundle:
         """
         bundle = cls(Path(path))
         if not bundle.path.is_dir():
-            raise _model_file_error(f"{bundle.path}: not a model bundle folder (expected {describe_layout(parts)})")
+            raise ModelFileError(f"{bundle.path}: not a model bundle folder (expected {describe_layout(parts)})")
         for file in bundle.files(parts):
             if not file.is_file():
-                raise _model_file_error(f"{file}: not found (a model bundle holds {describe_layout(parts)})")
+                raise ModelFileError(f"{file}: not found (a model bundle holds {describe_layout(parts)})")
         for part in parts:
             bundle.config(part)
         return bundle
@@ -149,14 +143,9 @@ class ModelBundle:
     def config(self, part: str) -> dict:
         """``part``'s JSON config file as a dict (ModelFileError when unreadable or not an object)."""
         file = self.config_file(part)
-        try:
-            meta = json.loads(file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise _model_file_error(f"{file}: model config not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise _model_file_error(f"{file}: unreadable model config ({atomic.one_line(exc)})") from None
+        meta = read_meta(file)
         if not isinstance(meta, dict) or not isinstance(meta.get("config", {}), dict):
-            raise _model_file_error(f"{file}: not a model config (expected a JSON object with a config object)")
+            raise ModelFileError(f"{file}: not a model config (expected a JSON object with a config object)")
         return meta
 
     def load_detector(self, device="cpu", n_crops: int = 8):

@@ -13,7 +13,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from engine.bundle import DETECTOR, ModelBundle, describe_layout
+from engine.bundle import DETECTOR, RESTORER, ModelBundle, describe_layout
 from engine.cli import UsageError
 from engine.training.recipes import DaClipRecipe, RestorerRecipe
 
@@ -191,6 +191,6 @@ def run_restorer(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     if result is not None:
-        print(f"saved EMA weights to {args.out / 'restorer.safetensors'} "
+        print(f"saved EMA weights to {ModelBundle(args.out).weights_file(RESTORER)} "
               f"(validation PSNR {result['val_psnr']:.2f} dB, input {result['input_psnr']:.2f} dB)")
     return 0

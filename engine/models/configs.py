@@ -1,4 +1,5 @@
-"""Typed hyperparameters of the restorer, free of torch so that recipes and the CLI load fast.
+"""Typed hyperparameters of the restorer, free of torch so that recipes and the CLI load fast, and the
+reading of a model's config file (shared by the model bundle and the weights loader).
 
 :class:`UNetConfig` builds :class:`engine.models.unet.ConditionalUNet`; :class:`IRSDEConfig`
 builds :class:`engine.inference.sde.IRSDEScheduler`. Both are saved beside the weights.
@@ -6,7 +7,26 @@ builds :class:`engine.inference.sde.IRSDEScheduler`. Both are saved beside the w
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
+
+from engine.io.atomic import one_line
+
+
+class ModelFileError(ValueError):
+    """A model file that is missing, malformed or does not fit its architecture (one line, names the file)."""
+
+
+def read_meta(path: Path):
+    """The JSON in a model's config file (any JSON value: the callers check its shape), or a one-line
+    :class:`ModelFileError` naming the file when it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: model config not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{path}: unreadable model config ({one_line(exc)})") from None
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ Nothing is ever unpickled here.
 from __future__ import annotations
 
 import dataclasses
-import json
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -19,12 +18,11 @@ from safetensors.torch import load_file, save_file
 
 from engine.io import atomic
 from engine.io.atomic import atomic_path
+from engine.models.configs import ModelFileError, read_meta
 
 FORMAT_VERSION = 1
 
 
-class ModelFileError(ValueError):
-    """A model file that is missing, malformed or does not fit its architecture (one line, names the file)."""
 
 
 def save_model(module: torch.nn.Module, config, stem: str | Path, architecture: str,
@@ -75,12 +73,7 @@ def build_dataclass(cls, data: dict, source: Path | str):
 def read_config(stem: str | Path, architecture: str, cls):
     """Read ``stem.json``, check its architecture, and return ``cls(**config)``."""
     path = Path(stem).with_suffix(".json")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: model config not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{path}: unreadable model config ({exc})") from None
+    meta = read_meta(path)
     if not isinstance(meta, dict) or meta.get("architecture") != architecture:
         got = meta.get("architecture") if isinstance(meta, dict) else None
         raise ModelFileError(f"{path}: unknown architecture {got!r}, expected {architecture!r}")
