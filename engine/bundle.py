@@ -148,7 +148,7 @@ class ModelBundle:
             raise ModelFileError(f"{file}: not a model config (expected a JSON object with a config object)")
         return meta
 
-    def load_detector(self, device="cpu", n_crops: int = 8):
+    def load_detector(self, device="cpu", n_crops: int | None = None):
         """The detector (:class:`engine.inference.detect.Detector`) on ``device`` (imports torch)."""
         from engine.inference.detect import Detector
 

@@ -33,7 +33,9 @@ def register(sub) -> None:
                         help="model folder (a bundle or a detector alone) or an official DA-CLIP .pt "
                              "(default: the bundled model)")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda, mps (default: cpu)")
-    parser.add_argument("--crops", type=int, default=8, help="native-resolution crops per photo (default 8)")
+    parser.add_argument("--crops", type=int, default=None,
+                        help="native-resolution crops per photo (default: as many as the detector was trained "
+                             "with, where its config records it, else 8)")
     parser.add_argument("--recursive", action="store_true", help="also look in sub-folders")
     parser.add_argument("--eval", type=Path, default=None, metavar="SYNTH_DIR",
                         help="evaluate on a `photomend synth` folder (labels.jsonl) instead")

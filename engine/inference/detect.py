@@ -61,6 +61,7 @@ def _order_key(name: str) -> int:
     return PHYSICAL_ORDER.index(name) if name in PHYSICAL_ORDER else len(PHYSICAL_ORDER)
 
 
+DEFAULT_CROPS = 8  # native crops per photo when the detector's config does not say how many it trained with
 CROP_GRID = 16  # native crops start on this grid, so JPEG's 8 px blocks (16 px with 4:2:0 chroma) stay aligned
 
 
@@ -81,10 +82,11 @@ def crop_boxes(height: int, width: int, size: int, n_crops: int) -> list[tuple[i
 class Detector:
     """A loaded DA-CLIP model in eval mode with its text prototypes computed once."""
 
-    def __init__(self, model: DaClip, device: torch.device | str = "cpu", n_crops: int = 8):
+    def __init__(self, model: DaClip, device: torch.device | str = "cpu", n_crops: int | None = None):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        self.n_crops = n_crops
+        # as many native crops as in training, where the config records it (the presence head pools them)
+        self.n_crops = n_crops if n_crops is not None else (model.cfg.n_crops or DEFAULT_CROPS)
         self.classes: tuple[str, ...] = model.cfg.classes
         self.vocabulary: tuple[str, ...] = model.cfg.vocabulary
         self.embed_dim: int = model.embed_dim
@@ -98,7 +100,8 @@ class Detector:
         self._class_order = torch.tensor(order, device=self.device)
 
     @classmethod
-    def from_dir(cls, model_dir: str | Path, device: torch.device | str = "cpu", n_crops: int = 8) -> Detector:
+    def from_dir(cls, model_dir: str | Path, device: torch.device | str = "cpu",
+                 n_crops: int | None = None) -> Detector:
         """Load the detector of a bundle (or detector-only) folder, or an official DA-CLIP ``.pt`` file."""
         path = Path(model_dir)
         if path.is_file() and path.suffix.lower() in OFFICIAL_SUFFIXES:

@@ -114,6 +114,8 @@ class DaClipConfig:
     ``presence``: the model has a :class:`PresenceHead` (detector v2; ResNet towers only), which reads
     the controller's pooled features of a photo's global view and native crops together and gives one
     sigmoid probability per vocabulary name; detection then uses it instead of the slot softmax.
+    ``n_crops``: how many native crops the detector saw beside the global view in training; detection
+    uses as many unless told otherwise (0: not recorded, the detector's default).
     """
 
     clip_model: str = DEFAULT_CLIP_MODEL
@@ -125,6 +127,7 @@ class DaClipConfig:
     thresholds: tuple[float, ...] = ()
     presence: bool = False
     presence_hidden: int = 256
+    n_crops: int = 0  # native crops per photo in training (the presence head's view count); 0: not recorded
 
     def __post_init__(self) -> None:
         if self.thresholds:

@@ -122,6 +122,8 @@ def _build_model(recipe: DaClipRecipe, clip_weights: Path | None, init: Path | N
             base = open_clip.create_model(recipe.clip_model, pretrained=str(clip_weights), weights_only=True)
             model.clip.load_state_dict(base.state_dict(), strict=False)
             model.init_controller()
+    if recipe.n_crops > 0:  # detection reads a photo with as many native crops as training did
+        model.cfg = dataclasses.replace(model.cfg, n_crops=recipe.n_crops)
     with torch.no_grad():
         model.clip.logit_scale.clamp_(max=MAX_LOGIT_SCALE)
     return model

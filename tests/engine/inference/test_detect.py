@@ -295,6 +295,23 @@ def test_the_presence_head_reads_the_crops(presence_dir):
     assert n == 4 and not torch.allclose(a, b)
 
 
+def test_detection_reads_as_many_crops_as_training_recorded(presence_dir, tmp_path):
+    """A detector whose config records its training's crop count reads photos with that many; one
+    without it uses the default; an explicit count wins."""
+    import dataclasses
+
+    from engine.inference.detect import DEFAULT_CROPS
+
+    assert Detector(load_pretrained(presence_dir)).n_crops == DEFAULT_CROPS  # not recorded
+    model = load_pretrained(presence_dir)
+    model.cfg = dataclasses.replace(model.cfg, n_crops=3)
+    save_pretrained(model, tmp_path)
+    assert load_pretrained(tmp_path).cfg.n_crops == 3  # saved with the model
+    assert Detector.from_dir(tmp_path).n_crops == 3
+    assert len(Detector.from_dir(tmp_path)._views(_photo(400, 400))[0]) == 1 + 3
+    assert Detector.from_dir(tmp_path, n_crops=5).n_crops == 5
+
+
 # ---------------------------------------------------------------- CLI
 
 
