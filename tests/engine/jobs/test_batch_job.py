@@ -94,7 +94,7 @@ def test_validate_checks_the_model_only_when_none_is_loaded(photos, tmp_path, mo
     not_a_bundle.mkdir()
     with pytest.raises(JobError, match="not a model bundle"):
         BatchJob.from_paths([photos], BatchSettings(tmp_path / "out"), model_dir=not_a_bundle).validate()
-    monkeypatch.setattr("engine.resources.bundled_model_dir", lambda: tmp_path / "nothing")
+    monkeypatch.setattr("engine.bundle.bundled_model_dir", lambda: tmp_path / "nothing")
     with pytest.raises(NoBundledModel, match="no model is bundled"):
         BatchJob.from_paths([photos], BatchSettings(tmp_path / "out")).validate()
     BatchJob.from_paths([photos], BatchSettings(tmp_path / "out"), restorer=fake_restorer()).validate()
