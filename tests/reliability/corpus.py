@@ -5,7 +5,8 @@
 (truncation, bit flips, overwritten, deleted, inserted or duplicated byte runs, absurd declared
 dimensions) and a file suffix (usually the seed's own, sometimes another image suffix).
 :func:`check_read` is the property every read must satisfy: either a well-formed image or one
-:class:`~engine.io.reader.ImageReadError` line naming the file, within ``MAX_SECONDS_PER_FILE``.
+:class:`~engine.io.reader.ImageReadError` line naming the file. How long a read takes is recorded
+(the worst case goes to the figures), never asserted: a read that hangs fails on the test's timeout.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ from PIL import Image
 
 from engine.io.reader import IMAGE_SUFFIXES, ImageReadError, LoadedImage, load_image
 from engine.io.writer import ImageWriteError, normalize_format, save_image
-
-MAX_SECONDS_PER_FILE = 30.0
 
 
 def photo_pixels(h: int = 32, w: int = 40, seed: int = 0) -> np.ndarray:
@@ -210,5 +209,4 @@ def check_read(path: Path, out_dir: Path | None = None) -> tuple[str, float]:
                 with Image.open(target) as im:
                     im.load()
     seconds = time.perf_counter() - start
-    assert seconds < MAX_SECONDS_PER_FILE, f"{path}: took {seconds:.1f} s"
     return outcome, seconds
