@@ -167,10 +167,8 @@ def pool_specs(recipe: RestorerRecipe):
     """The region pool's and the samples' specifications of a ``pool_size > 0`` recipe."""
     pool = PoolSpec(size=recipe.crop, n_crops=0, preset=recipe.preset, renderers=tuple(recipe.renderers),
                     region_min=recipe.region_min, region_max=recipe.region_max, max_zoom_out=recipe.max_zoom_out)
-    pairs = PairSpec(crop=recipe.crop, seed24_fraction=recipe.seed24_fraction,
-                     identity_fraction=recipe.identity_fraction, identity_mild_share=recipe.identity_mild_share,
-                     identity_mild_max=recipe.identity_mild_max,
-                     label_condition_fraction=recipe.label_condition_fraction)
+    # the recipe's flat TOML keys of the same names (one list of the fields: PairSpec's)
+    pairs = PairSpec(**{f.name: getattr(recipe, f.name) for f in dataclasses.fields(PairSpec)})
     return pool, pairs
 
 
