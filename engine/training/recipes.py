@@ -26,6 +26,7 @@ class DaClipRecipe:
     pool_size: int = 2000
     pool_refresh: int = 1         # regions re-rendered per step
     max_zoom_out: float = 4.0
+    photo_jitter: float = 0.0     # "pool" views: recolour the clean regions (region_pool.jitter_photo)
     max_side: int = 1536          # training photos are read at most this large
     val_every: int = 0            # "pool" views with --val: held-out figures every this many steps
     minutes: float = 0.0          # > 0: a wall-clock budget for the run. The stages share it as
@@ -80,7 +81,8 @@ class RestorerRecipe:
     ``renderers``, ``pool_refresh`` of them re-rendered per step; ``seed24_fraction`` of them from
     the seed24 preset; ``identity_fraction`` identity samples (``identity_mild_share`` of them mildly
     degraded, by up to ``identity_mild_max``); ``label_condition_fraction`` of the pairs conditioned
-    on their true names; ``pool_processes`` processes render the first fill (0: ``threads``).
+    on their true names, ``false_name_fraction`` of all entries on their true names plus an invented
+    one (target unchanged); ``pool_processes`` processes render the first fill (0: ``threads``).
     ``val_images`` regions per validation set, ``val_heldout``: also the held-out renderer's set.
     ``minutes``: above 0, a wall-clock budget: the cosine follows the larger of step and time
     progress and the run ends when the time is up (``steps`` becomes an upper bound); carried
@@ -132,11 +134,13 @@ class RestorerRecipe:
     renderers: tuple[str, ...] = ("project", "albumentations")
     region_min: int = 128
     max_zoom_out: float = 4.0
+    photo_jitter: float = 0.0
     max_side: int = 1536
     identity_fraction: float = 0.0
     identity_mild_share: float = 0.5
     identity_mild_max: float = 0.2
     label_condition_fraction: float = 0.0
+    false_name_fraction: float = 0.0  # entries conditioned on their true names plus an invented one
     val_heldout: bool = True
     minutes: float = 0.0
     log_every: int = 50

@@ -7,7 +7,8 @@ memory, draws each batch's views from it (fresh crops, flips) and replaces a few
 
 A region (float, then stored as uint8) is cut from a clean photo at a random scale (multi-scale:
 the photo is seen at 1/``max_zoom_out`` to 1x of its stored size, short side ``region_min`` to
-``region_max``, aspect 3:4 to 4:3) and degraded whole, as a photo of that size would be, by
+``region_max``, aspect 3:4 to 4:3), recoloured if ``photo_jitter`` says so (:func:`jitter_photo`),
+and degraded whole, as a photo of that size would be, by
 :func:`engine.degradations.apply_degradations` with a renderer mix
 (:func:`engine.degradations.renderers.registry`). A region's views are what
 :meth:`engine.inference.detect.Detector.analyze` looks at: its global view (the region resized to ``size``)
@@ -46,8 +47,11 @@ class PoolSpec:
     region_min: int = 128
     region_max: int = 640
     max_zoom_out: float = 4.0
+    photo_jitter: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.photo_jitter <= 1.0:
+            raise ValueError(f"photo_jitter must be between 0 and 1, got {self.photo_jitter}")
         if not self.size <= self.region_min <= self.region_max:
             raise ValueError(f"need size <= region_min <= region_max, got {self.size}, {self.region_min}, "
                              f"{self.region_max}")
@@ -82,9 +86,31 @@ def cut_region(photo: np.ndarray, spec: PoolSpec, rng: np.random.Generator) -> n
     return np.asarray(patch, dtype=np.float32) / 255.0
 
 
+# photo_jitter = 1: the largest change of each kind, as log-factors (gain e^0.1 = 1.105)
+JITTER_LOG_RANGES = {"white_balance": 0.1, "exposure_gamma": 0.2, "contrast": 0.2, "saturation": 0.35}
+
+
+def jitter_photo(region: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """The clean ``region`` (float32 HWC in [0, 1]) as another camera or another edit might have
+    rendered the scene: white balance, a gamma (exposure of the mid-tones), contrast about the mean and
+    saturation, each a random log-factor up to ``strength`` x :data:`JITTER_LOG_RANGES`. With few
+    training photos the models learn the photos as well as the degradations; these are new photos
+    of the same scenes that still need no restoration (the changes stay far from low light's)."""
+    r = {k: float(rng.uniform(-v, v)) * strength for k, v in JITTER_LOG_RANGES.items()}
+    wb = np.exp(rng.uniform(-1.0, 1.0, 3) * JITTER_LOG_RANGES["white_balance"] * strength).astype(np.float32)
+    x = np.clip(region * wb / wb.mean(), 0.0, 1.0) ** np.float32(np.exp(r["exposure_gamma"]))
+    mean = x.mean(dtype=np.float64)
+    x = mean + (x - mean) * np.float32(np.exp(r["contrast"]))
+    grey = x.mean(axis=2, keepdims=True)
+    x = grey + (x - grey) * np.float32(np.exp(r["saturation"]))
+    return np.clip(x, 0.0, 1.0).astype(np.float32)
+
+
 def make_region(photos: list[np.ndarray], spec: PoolSpec, rng: np.random.Generator, reg: dict) -> Region:
     photo = photos[int(rng.integers(len(photos)))]
     hq = cut_region(photo, spec, rng)
+    if spec.photo_jitter > 0:  # only then: the stream of a recipe without it stays as it was
+        hq = jitter_photo(hq, spec.photo_jitter, rng)
     names = tuple(sample_combination(rng, spec.preset))
     lq, _ = apply_degradations(hq, names, rng, registry=reg)
     to8 = lambda a: (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)  # noqa: E731

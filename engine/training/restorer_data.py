@@ -13,7 +13,10 @@ a photo of that size would be. Each region becomes one :class:`PairEntry` when i
   (:meth:`engine.inference.detect.Detector.analyze`, the runtime's path: the region's global view and native
   crops), computed once per entry and reused by every crop of it. A share
   ``label_condition_fraction`` of the restoration pairs is conditioned instead on their true names
-  (:meth:`~engine.inference.detect.Detector.condition_for`, the runtime's path when the user forces names).
+  (:meth:`~engine.inference.detect.Detector.condition_for`, the runtime's path when the user forces names),
+  and a share ``false_name_fraction`` of all entries on their true names plus one they do not have, with
+  the same target: the detector invents names on photos it never saw (rainy, hazy, noisy most often),
+  and a restorer that obeys an invented name damages the photo.
 
 A share ``seed24_fraction`` of the entries comes from a second pool drawn from the ``seed24``
 preset, so that every study pair is well represented. Batches are native ``crop`` x ``crop``
@@ -34,6 +37,7 @@ import numpy as np
 import torch
 
 from engine.training.region_pool import PoolSpec, Region, RegionPool
+from engine.vocab import DEGRADATIONS
 
 # (input region float32 HWC in [0, 1], forced names or None) -> condition [3, D] on the CPU
 Conditioner = Callable[[np.ndarray, "tuple[str, ...] | None"], torch.Tensor]
@@ -49,10 +53,11 @@ class PairSpec:
     identity_mild_share: float = 0.5
     identity_mild_max: float = 0.2
     label_condition_fraction: float = 0.0
+    false_name_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("seed24_fraction", "identity_fraction", "identity_mild_share", "identity_mild_max",
-                     "label_condition_fraction"):
+                     "label_condition_fraction", "false_name_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {value}")
@@ -95,10 +100,23 @@ def mild_blend(hq: np.ndarray, lq: np.ndarray, amount: float) -> np.ndarray:
     return np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
 
 
+def with_false_name(names: tuple[str, ...], draw: float, limit: int = 2) -> tuple[str, ...]:
+    """``names`` as a detector that invents a degradation reports them: one name the image does not
+    have (chosen by ``draw``, uniform in [0, 1), among the others of the vocabulary) added, or, when
+    ``names`` already fill the ``limit`` slots, put in place of the last of them (a miss and an invention)."""
+    others = [n for n in DEGRADATIONS if n not in names]
+    false = others[min(int(draw * len(others)), len(others) - 1)]
+    kept = tuple(names[:limit - 1]) if len(names) >= limit else tuple(names)
+    return (*kept, false)
+
+
 def make_entry(region: Region, spec: PairSpec, draws: np.ndarray, condition: Conditioner | None,
                source: str) -> PairEntry:
-    """The entry of ``region``; ``draws`` are four uniform numbers (identity?, mild?, how mild,
-    label condition?), drawn whatever the branch so that the stream stays aligned."""
+    """The entry of ``region``; ``draws`` are six uniform numbers (identity?, mild?, how mild,
+    label condition?, false name?, which false name), drawn whatever the branch so that the stream
+    stays aligned. A false-name entry (any kind, identity samples included) is conditioned on its true
+    names with an invented one (:func:`with_false_name`) and keeps its target: a wrong detection
+    must cost little."""
     identity = draws[0] < spec.identity_fraction
     forced = None
     if identity:
@@ -111,6 +129,8 @@ def make_entry(region: Region, spec: PairSpec, draws: np.ndarray, condition: Con
         lq, hq, names = region.lq, region.hq, region.names
         if draws[3] < spec.label_condition_fraction and len(names) <= 2:
             forced = names
+    if draws[4] < spec.false_name_fraction:
+        forced = with_false_name(tuple(names), float(draws[5]))
     cond = condition(_float(lq), forced) if condition is not None else None
     return PairEntry(lq=lq, hq=hq, names=tuple(names), identity=bool(identity), condition=cond, source=source)
 
@@ -158,7 +178,7 @@ class RegionPairPool:
         self.entries = {name: [self._entry(r, name) for r in pool.regions] for name, pool in self.pools.items()}
 
     def _entry(self, region: Region, source: str) -> PairEntry:
-        return make_entry(region, self.spec, self._rng.random(4), self.condition, source)
+        return make_entry(region, self.spec, self._rng.random(6), self.condition, source)
 
     def __len__(self) -> int:
         return sum(len(e) for e in self.entries.values())

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
-from engine.training.region_pool import GRID, PoolSpec, Region, RegionPool, cut_region, region_views
+from engine.training.region_pool import (
+    GRID,
+    JITTER_LOG_RANGES,
+    PoolSpec,
+    Region,
+    RegionPool,
+    cut_region,
+    jitter_photo,
+    region_views,
+)
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +69,30 @@ def test_parallel_fill_matches_the_serial_one(photos):
     serial = RegionPool(None, SPEC, 10, seed=2, photos=photos, processes=1)
     parallel = RegionPool(None, SPEC, 10, seed=2, photos=photos, processes=2)
     assert all(np.array_equal(x.lq, y.lq) for x, y in zip(serial.regions, parallel.regions, strict=True))
+
+
+def test_photo_jitter_recolours_within_its_ranges_and_is_seeded():
+    rng = np.random.default_rng(5)
+    region = rng.uniform(0.2, 0.8, (40, 50, 3)).astype(np.float32)
+    assert np.array_equal(jitter_photo(region, 0.0, np.random.default_rng(1)), region)  # strength 0: unchanged
+    a = jitter_photo(region, 1.0, np.random.default_rng(1))
+    assert np.array_equal(a, jitter_photo(region, 1.0, np.random.default_rng(1)))
+    assert a.dtype == np.float32 and a.shape == region.shape and 0.0 <= a.min() and a.max() <= 1.0
+    outs = [jitter_photo(region, 1.0, np.random.default_rng(s)) for s in range(30)]
+    assert max(float(np.abs(o - region).mean()) for o in outs) > 0.02  # it changes the photo ...
+    # ... but only mildly: the mean brightness moves by less than the largest gamma allows, far from low light's
+    ratio = [float(o.mean() / region.mean()) for o in outs]
+    assert min(ratio) > np.exp(-2 * JITTER_LOG_RANGES["exposure_gamma"]) and max(ratio) < 1.5
+
+
+def test_jitter_changes_the_clean_regions_only_when_asked(photos):
+    plain = RegionPool(None, SPEC, 4, seed=4, photos=photos)
+    again = RegionPool(None, dataclasses.replace(SPEC, photo_jitter=0.0), 4, seed=4, photos=photos)
+    jittered = RegionPool(None, dataclasses.replace(SPEC, photo_jitter=1.0), 4, seed=4, photos=photos)
+    assert all(np.array_equal(x.hq, y.hq) for x, y in zip(plain.regions, again.regions, strict=True))
+    assert any(not np.array_equal(x.hq, y.hq) for x, y in zip(plain.regions, jittered.regions, strict=True))
+    with pytest.raises(ValueError, match="photo_jitter"):
+        PoolSpec(photo_jitter=1.5)
 
 
 def test_bad_sizes_are_refused():

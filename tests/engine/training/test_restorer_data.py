@@ -16,8 +16,9 @@ from engine.training.restorer_data import (
     native_crop,
     validation_regions,
     validation_set,
+    with_false_name,
 )
-from engine.vocab import SEED24
+from engine.vocab import DEGRADATIONS, SEED24
 
 SPEC = PoolSpec(size=32, n_crops=0, region_min=40, region_max=64, renderers=("project",))
 
@@ -109,13 +110,37 @@ def test_label_conditions_pass_the_true_names():
     region = Region(lq=np.full((40, 40, 3), 50, np.uint8), hq=np.full((40, 40, 3), 100, np.uint8),
                     names=("hazy", "noisy"))
     cond = CountingConditioner()
-    entry = make_entry(region, PairSpec(crop=32, label_condition_fraction=1.0), np.zeros(4), cond, "train")
+    entry = make_entry(region, PairSpec(crop=32, label_condition_fraction=1.0), np.zeros(6), cond, "train")
     assert cond.calls[-1][1] == ("hazy", "noisy") and not entry.identity
     triple = Region(region.lq, region.hq, ("hazy", "noisy", "blurry"))  # no condition_for for three names
-    make_entry(triple, PairSpec(crop=32, label_condition_fraction=1.0), np.zeros(4), cond, "train")
+    make_entry(triple, PairSpec(crop=32, label_condition_fraction=1.0), np.zeros(6), cond, "train")
     assert cond.calls[-1][1] is None
-    ablation = make_entry(region, PairSpec(crop=32), np.ones(4), None, "train")
+    ablation = make_entry(region, PairSpec(crop=32), np.ones(6), None, "train")
     assert ablation.condition is None
+
+
+def test_a_false_name_is_one_the_image_does_not_have():
+    invented = {with_false_name(("hazy",), d)[-1] for d in np.linspace(0, 0.999, 200)}
+    assert invented == set(DEGRADATIONS) - {"hazy"}  # every other name, never the true one
+    assert with_false_name((), 0.0) == (DEGRADATIONS[0],)
+    two = with_false_name(("hazy", "noisy"), 0.5)
+    assert len(two) == 2 and two[0] == "hazy" and two[1] not in ("hazy", "noisy")  # a miss and an invention
+
+
+def test_false_name_entries_keep_their_target():
+    region = Region(lq=np.full((40, 40, 3), 50, np.uint8), hq=np.full((40, 40, 3), 100, np.uint8), names=("noisy",))
+    cond = CountingConditioner()
+    spec = PairSpec(crop=32, identity_fraction=0.5, identity_mild_share=0.0, false_name_fraction=0.5)
+    draws = np.array([0.9, 0.0, 0.0, 0.9, 0.1, 0.3])  # a restoration pair with a false name
+    pair = make_entry(region, spec, draws, cond, "train")
+    names = cond.calls[-1][1]
+    assert names[0] == "noisy" and len(names) == 2 and names[1] != "noisy"
+    assert np.array_equal(pair.hq, region.hq) and np.array_equal(pair.lq, region.lq)
+    clean = make_entry(region, spec, np.array([0.1, 0.9, 0.0, 0.0, 0.1, 0.3]), cond, "train")  # identity, clean
+    assert clean.identity and np.array_equal(clean.lq, region.hq) and np.array_equal(clean.hq, region.hq)
+    assert len(cond.calls[-1][1]) == 1 and cond.calls[-1][1][0] in DEGRADATIONS  # told it has what it lacks
+    make_entry(region, spec, np.array([0.9, 0.0, 0.0, 0.9, 0.6, 0.3]), cond, "train")
+    assert cond.calls[-1][1] is None  # above the fraction: the detector's own output
 
 
 def test_native_crop_is_unresized_and_aligned():
@@ -153,5 +178,7 @@ def test_validation_sets_are_fixed_and_clean_targets_itself(photos):
 def test_bad_specs_are_refused(photos):
     with pytest.raises(ValueError, match="identity_fraction"):
         PairSpec(identity_fraction=1.5)
+    with pytest.raises(ValueError, match="false_name_fraction"):
+        PairSpec(false_name_fraction=-0.1)
     with pytest.raises(ValueError, match="region_min"):
         RegionPairPool(photos, SPEC, PairSpec(crop=48), 4)
