@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from engine.bundle import RESTORER, ModelBundle, bundled_model_dir
 from engine.cli import main
+from tests.builders import write_photo
 from tests.engine.inference.test_runtime import tiny_bundle  # noqa: F401  (a fixture)
 
 FILE_KEYS = {"path": str, "status": str, "output": (str, type(None)), "degradations": list, "scores": dict,
@@ -18,17 +17,11 @@ FILE_KEYS = {"path": str, "status": str, "output": (str, type(None)), "degradati
              "guard": (dict, type(None)), "strength": (int, float, type(None))}
 
 
-def write_photo(path: Path, seed=0, size=(72, 56)):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arr = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    Image.fromarray(arr).save(path)
-
-
 @pytest.fixture
 def photos(tmp_path):
     root = tmp_path / "in"
-    write_photo(root / "one.jpg")
-    write_photo(root / "sub" / "two.png", seed=1)
+    write_photo(root / "one.jpg", size=(72, 56))
+    write_photo(root / "sub" / "two.png", size=(72, 56), seed=1)
     return root
 
 

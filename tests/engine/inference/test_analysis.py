@@ -9,8 +9,8 @@ import pytest
 from engine.inference.analysis import AnalysisCache
 from engine.jobs.batch import run_batch
 from engine.jobs.events import BatchSettings
+from tests.builders import write_photo
 from tests.engine.inference.test_runtime import fake_restorer
-from tests.engine.jobs.test_batch import write_photo
 
 
 class CountingDetector:

@@ -12,14 +12,8 @@ from PIL import Image
 from engine.jobs.api import CancelToken
 from engine.jobs.batch import MANIFEST_NAME, collect_inputs, plan_output, run_batch, settings_record
 from engine.jobs.events import BatchSettings
+from tests.builders import write_photo
 from tests.engine.inference.test_runtime import fake_restorer
-
-
-def write_photo(path: Path, size=(48, 40), seed=0):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arr = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    Image.fromarray(arr).save(path)
-    return path
 
 
 @pytest.fixture

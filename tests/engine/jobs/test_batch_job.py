@@ -10,8 +10,8 @@ import pytest
 from engine.jobs.api import JobError, RestoreOptions, SettingError
 from engine.jobs.batch import BatchJob, NoBundledModel
 from engine.jobs.events import BatchSettings
+from tests.builders import write_photo
 from tests.engine.inference.test_runtime import fake_restorer
-from tests.engine.jobs.test_batch import write_photo
 
 
 @pytest.fixture

@@ -9,12 +9,12 @@ import tarfile
 from pathlib import Path
 
 import pytest
-import skimage.data
 from PIL import Image
 
 from engine.bundle import DETECTOR, RESTORER, ModelBundle
 from engine.training.campaign import load_plan, main, pack_photos, photomend
 from engine.training.common import RecipeError
+from tests.builders import photo_splits
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -73,14 +73,8 @@ num_train_timesteps = 10
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    root = tmp_path_factory.mktemp("campaign_photos")
-    for split, names in {"train": ("astronaut", "coffee", "chelsea"), "val": ("rocket", "cat")}.items():
-        (root / split).mkdir()
-        for name in names:
-            im = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
-            im.thumbnail((128, 128))
-            im.save(root / split / f"{name}.png")
-    return root
+    return photo_splits(tmp_path_factory.mktemp("campaign_photos"),
+                        {"train": ("astronaut", "coffee", "chelsea"), "val": ("rocket", "cat")}, 128)
 
 
 def test_the_gpu_scale_file_applies_to_both_v2_recipes():

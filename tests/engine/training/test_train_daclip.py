@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from engine.models.daclip import load_pretrained
 from engine.training.daclip import train
 from engine.training.recipes import DaClipRecipe
+from tests.builders import sample_photos
 
 ROOT = Path(__file__).resolve().parents[3]
 TINY = dict(clip_model="PhotoMend-ViT-Tiny-Test", crop=32, batch_size=8, base_steps=2, control_steps=2,
@@ -24,14 +24,7 @@ TINY = dict(clip_model="PhotoMend-ViT-Tiny-Test", crop=32, batch_size=8, base_st
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
-    import skimage.data
-
-    d = tmp_path_factory.mktemp("clean")
-    for name in ("astronaut", "chelsea", "coffee"):
-        im = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
-        im.thumbnail((96, 96))
-        im.save(d / f"{name}.png")
-    return d
+    return sample_photos(tmp_path_factory.mktemp("clean"), ("astronaut", "chelsea", "coffee"), 96)
 
 
 def _recipe(**changes) -> DaClipRecipe:

@@ -6,9 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import skimage.data
 import torch
-from PIL import Image
 
 from engine.inference.restoration import RestorationModel
 from engine.inference.sde import IRSDEConfig
@@ -16,6 +14,7 @@ from engine.models.unet import UNetConfig
 from engine.training.common import load_trainer_state
 from engine.training.recipes import RestorerRecipe
 from engine.training.restorer import lr_factor, swap_conditions, train
+from tests.builders import photo_splits
 
 ROOT = Path(__file__).resolve().parents[3]
 TINY_UNET = UNetConfig(base_channels=8, channel_mult=(1, 2, 4), attention_levels=(2,), attention_heads=2,
@@ -50,14 +49,8 @@ num_train_timesteps = 20
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    root = tmp_path_factory.mktemp("photos")
-    for split, names in {"train": ("astronaut", "coffee", "chelsea"), "val": ("rocket",)}.items():
-        (root / split).mkdir()
-        for name in names:
-            im = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
-            im.thumbnail((96, 96))
-            im.save(root / split / f"{name}.png")
-    return root
+    return photo_splits(tmp_path_factory.mktemp("photos"),
+                        {"train": ("astronaut", "coffee", "chelsea"), "val": ("rocket",)}, 96)
 
 
 @pytest.fixture(scope="module")
