@@ -2,7 +2,9 @@
 
 ``--guard both`` scores the model's restorations with and without the do-no-harm guard on the same
 pairs (one restoration per pair, two columns); ``--guard on`` reports only what ``photomend restore``
-gives by default. A held-out renderer's set (``photomend synth --renderer heldout``) evaluates like
+gives by default. ``--names true`` conditions the restorer on each pair's true degradations instead of
+the detected ones (the user's override path), which separates the restorer's own errors from the
+detector's. A held-out renderer's set (``photomend synth --renderer heldout``) evaluates like
 any other.
 """
 
@@ -31,6 +33,9 @@ def register(sub) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed for steps > 1")
+    parser.add_argument("--names", choices=("detected", "true"), default="detected",
+                        help="condition the restorer on the detected degradations (default) or on each pair's "
+                             "true ones, as a user's override does: its figures without the detector's errors")
     parser.add_argument("--keep-clean", action="store_true",
                         help="as `restore --keep-clean`: keep images in which nothing is detected (model only)")
     parser.set_defaults(func=run)
@@ -69,6 +74,9 @@ def run(args) -> int:
 
     steps_list = _parse_steps(args.steps)
     guard = None if args.guard == "off" else GuardConfig()
+    true_names = args.names == "true"
+    if true_names and (guard is not None or args.keep_clean):
+        raise UsageError("--names true replaces the detection: it excludes --guard and --keep-clean")
     if args.guard_ramp is not None:
         if guard is None:
             raise UsageError("--guard-ramp needs --guard on or both")
@@ -103,7 +111,8 @@ def run(args) -> int:
                 try:
                     results[name] += evaluate(m, pairs, steps, det, args.seed, progress=lambda e: bar.update(1),
                                               keep_clean=args.keep_clean and name == "model",
-                                              guard=guard if name == "model" else None)
+                                              guard=guard if name == "model" else None,
+                                              true_names=true_names and name == "model")
                 except (EvalDataError, ValueError) as exc:
                     raise UsageError(str(exc)) from None
     if args.guard == "on":
@@ -112,7 +121,8 @@ def run(args) -> int:
     for steps in steps_list:
         main_rs = [r for r in results["model"] if r.steps == steps]
         abl_rs = [r for r in results.get("ablation", []) if r.steps == steps] or None
-        gate = (" (--keep-clean)" if args.keep_clean else "") + (" (guard on)" if args.guard == "on" else "")
+        gate = ((" (--keep-clean)" if args.keep_clean else "") + (" (guard on)" if args.guard == "on" else "")
+                + (" (true names)" if true_names else ""))
         report.append(markdown_report(main_rs, abl_rs, title=f"{args.model}{gate} on {args.data}"))
     text = "\n".join(report)
     print(text)

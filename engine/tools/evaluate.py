@@ -118,19 +118,25 @@ def _tensor(image: np.ndarray):
 def evaluate(model, pairs: list[Pair], steps: int = 1, detector=None, seed: int = 0,
              progress: Callable[[ProgressEvent], None] | None = None,
              cancel: CancelToken | None = None, keep_clean: bool = False,
-             guard: GuardConfig | None = None) -> list[PairResult]:
+             guard: GuardConfig | None = None, true_names: bool = False) -> list[PairResult]:
     """Restore every pair's LQ image with ``model`` (a :class:`~engine.inference.restoration.RestorationModel`).
 
     ``detector`` (a :class:`~engine.inference.detect.Detector`) is required for a conditioned model. Times count
     the restoration only (detection is the runtime's per-photo overhead, measured separately there).
     ``keep_clean``: as the runtime's option, an image in which the detector sees nothing is kept as
     it is (needs ``detector``). ``guard``: also score each pair after the guard (needs ``detector``;
-    its per-name ``thresholds`` are used when it has them).
+    its per-name ``thresholds`` are used when it has them). ``true_names``: condition each pair on its
+    true degradations (:meth:`~engine.inference.detect.Detector.condition_for`, a user's override: at
+    most two names; a pair with more keeps the detector's condition) instead of the detected ones: the
+    restorer's figures without the detector's errors. It excludes ``keep_clean`` and the guard, which
+    read the detection (a user's forced names are not guarded).
     """
     import torch
 
     if (model.conditioned or keep_clean or guard is not None) and detector is None:
         raise ValueError("a conditioned restorer (and keep_clean, and the guard) needs a detector")
+    if true_names and (keep_clean or guard is not None):
+        raise ValueError("true names replace the detection: they exclude keep_clean and the guard")
     thresholds = dict(getattr(detector, "thresholds", None) or {})
     results = []
     for i, pair in enumerate(pairs):
@@ -143,7 +149,10 @@ def evaluate(model, pairs: list[Pair], steps: int = 1, detector=None, seed: int 
         if lq.shape != hq.shape:
             raise EvalDataError(f"{pair.lq}: size {lq.shape[:2]} differs from {pair.hq} {hq.shape[:2]}")
         analysis = detector.analyze(lq) if detector is not None else None
-        cond = analysis.condition[None] if model.conditioned else None
+        cond = None
+        if model.conditioned:
+            forced = true_names and len(pair.degradations) <= 2
+            cond = (detector.condition_for(lq, pair.degradations) if forced else analysis.condition)[None]
         gen = torch.Generator().manual_seed(seed + i)
         t0 = time.perf_counter()
         if keep_clean and not analysis.detection.degradations:

@@ -188,6 +188,55 @@ def test_guard_scores_each_pair_with_and_without_it(synth_dir):
         evaluate(_Darkens(), pairs, 1, None, guard=GuardConfig())
 
 
+class _Names(_Says):
+    """A detector stub whose conditions say where they come from: the detection (all 0) or forced names
+    (as many 1s as names; -1 for none)."""
+
+    def __init__(self, dim=32):
+        super().__init__(("hazy",), dim)
+        self.forced = []
+
+    def condition_for(self, image, names):
+        self.forced.append(tuple(names))
+        return torch.full((3, 32), float(len(names) or -1))
+
+
+class _ReadsCondition:
+    """A conditioned 'restorer' that records the condition it gets and returns its input."""
+
+    conditioned = True
+
+    def __init__(self):
+        self.seen = []
+
+    def predict(self, lq, cond=None, steps=1, generator=None):
+        self.seen.append(float(cond[0, 0, 0]))
+        return lq
+
+
+def test_true_names_condition_each_pair_on_its_own_degradations(synth_dir):
+    pairs = load_pairs(synth_dir)
+    det, model = _Names(), _ReadsCondition()
+    evaluate(model, pairs, 1, det, true_names=True)
+    assert det.forced == [p.degradations for p in pairs]  # every pair, its own names, clean ones too
+    assert model.seen == [float(len(p.degradations) or -1) for p in pairs]
+    detected_det, detected = _Names(), _ReadsCondition()
+    evaluate(detected, pairs, 1, detected_det)
+    assert detected_det.forced == [] and set(detected.seen) == {0.0}  # the default: the detection
+    with pytest.raises(ValueError, match="exclude"):
+        evaluate(_ReadsCondition(), pairs, 1, _Names(), true_names=True, keep_clean=True)
+
+
+def test_cli_true_names(synth_dir, model_dirs, tmp_path, capsys):
+    from engine.cli import main
+
+    cond, _ = model_dirs
+    assert main(["eval", "--model", str(cond), "--data", str(synth_dir), "--names", "true"]) == 0
+    assert "(true names)" in capsys.readouterr().out
+    assert main(["eval", "--model", str(cond), "--data", str(synth_dir), "--names", "true", "--guard", "on"]) == 2
+    assert "excludes --guard" in capsys.readouterr().err
+
+
 def test_cli_guard_both_and_on(synth_dir, model_dirs, tmp_path, capsys):
     from engine.cli import main
 
