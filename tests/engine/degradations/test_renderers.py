@@ -32,6 +32,17 @@ def test_every_renderer_draws_every_degradation_seeded(name, image):
         assert params[0]["renderer"] == name
 
 
+def test_albumentations_raindrops_are_always_there():
+    import skimage.data
+
+    from engine.tools.metrics import psnr
+
+    photo = skimage.data.astronaut()[:256, :256].astype(np.float32) / 255.0
+    reg = registry("albumentations")
+    changes = [psnr(apply_degradations(photo, ["raindrop"], s, registry=reg)[0], photo) for s in range(24)]
+    assert max(changes) < 40.0, "a raindrop draw left the photo visibly unchanged (a label on a clean image)"
+
+
 def test_the_training_mix_uses_both_renderers_and_never_the_held_out_one(image):
     assert "heldout" not in TRAIN_RENDERERS and len(TRAIN_RENDERERS) >= 2
     reg = registry("train")
