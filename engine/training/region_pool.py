@@ -96,7 +96,7 @@ def jitter_photo(region: np.ndarray, strength: float, rng: np.random.Generator) 
     saturation, each a random log-factor up to ``strength`` x :data:`JITTER_LOG_RANGES`. With few
     training photos the models learn the photos as well as the degradations; these are new photos
     of the same scenes that still need no restoration (the changes stay far from low light's)."""
-    r = {k: float(rng.uniform(-v, v)) * strength for k, v in JITTER_LOG_RANGES.items()}
+    r = {k: float(rng.uniform(-v, v)) * strength for k, v in JITTER_LOG_RANGES.items() if k != "white_balance"}
     wb = np.exp(rng.uniform(-1.0, 1.0, 3) * JITTER_LOG_RANGES["white_balance"] * strength).astype(np.float32)
     x = np.clip(region * wb / wb.mean(), 0.0, 1.0) ** np.float32(np.exp(r["exposure_gamma"]))
     mean = x.mean(dtype=np.float64)
