@@ -27,6 +27,7 @@ class DaClipRecipe:
     pool_refresh: int = 1         # regions re-rendered per step
     max_zoom_out: float = 4.0
     photo_jitter: float = 0.0     # "pool" views: recolour the clean regions (region_pool.jitter_photo)
+    photo_turns: bool = False     # "pool" views: turn the clean regions by multiples of 90 degrees
     max_side: int = 1536          # training photos are read at most this large
     val_every: int = 0            # "pool" views with --val: held-out figures every this many steps
     minutes: float = 0.0          # > 0: a wall-clock budget for the run. The stages share it as
@@ -135,6 +136,7 @@ class RestorerRecipe:
     region_min: int = 128
     max_zoom_out: float = 4.0
     photo_jitter: float = 0.0
+    photo_turns: bool = False
     max_side: int = 1536
     identity_fraction: float = 0.0
     identity_mild_share: float = 0.5

@@ -7,7 +7,8 @@ memory, draws each batch's views from it (fresh crops, flips) and replaces a few
 
 A region (float, then stored as uint8) is cut from a clean photo at a random scale (multi-scale:
 the photo is seen at 1/``max_zoom_out`` to 1x of its stored size, short side ``region_min`` to
-``region_max``, aspect 3:4 to 4:3), recoloured if ``photo_jitter`` says so (:func:`jitter_photo`),
+``region_max``, aspect 3:4 to 4:3), turned by a random multiple of 90 degrees if ``photo_turns`` says so,
+recoloured if ``photo_jitter`` says so (:func:`jitter_photo`),
 and degraded whole, as a photo of that size would be, by
 :func:`engine.degradations.apply_degradations` with a renderer mix
 (:func:`engine.degradations.renderers.registry`). A region's views are what
@@ -48,6 +49,7 @@ class PoolSpec:
     region_max: int = 640
     max_zoom_out: float = 4.0
     photo_jitter: float = 0.0
+    photo_turns: bool = False  # turn each clean region by 0/90/180/270 degrees before degrading it
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.photo_jitter <= 1.0:
@@ -109,6 +111,8 @@ def jitter_photo(region: np.ndarray, strength: float, rng: np.random.Generator) 
 def make_region(photos: list[np.ndarray], spec: PoolSpec, rng: np.random.Generator, reg: dict) -> Region:
     photo = photos[int(rng.integers(len(photos)))]
     hq = cut_region(photo, spec, rng)
+    if spec.photo_turns:  # the scene turned, then degraded upright: rain still falls, blocks stay on the grid
+        hq = np.ascontiguousarray(np.rot90(hq, int(rng.integers(4))))
     if spec.photo_jitter > 0:  # only then: the stream of a recipe without it stays as it was
         hq = jitter_photo(hq, spec.photo_jitter, rng)
     names = tuple(sample_combination(rng, spec.preset))

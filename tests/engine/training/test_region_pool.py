@@ -16,8 +16,10 @@ from engine.training.region_pool import (
     RegionPool,
     cut_region,
     jitter_photo,
+    make_region,
     region_views,
 )
+from engine.degradations.renderers import registry
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +95,21 @@ def test_jitter_changes_the_clean_regions_only_when_asked(photos):
     assert any(not np.array_equal(x.hq, y.hq) for x, y in zip(plain.regions, jittered.regions, strict=True))
     with pytest.raises(ValueError, match="photo_jitter"):
         PoolSpec(photo_jitter=1.5)
+
+
+def test_photo_turns_turn_the_clean_region_before_it_is_degraded(photos):
+    """The clean region is the unturned cut turned by the next draw's multiple of 90 degrees."""
+    spec = dataclasses.replace(SPEC, photo_turns=True)
+    turns = set()
+    for seed in range(8):
+        mirror = np.random.default_rng(seed)
+        mirror.integers(1)  # make_region's choice of photo
+        cut = cut_region(photos[0], spec, mirror)
+        k = int(mirror.integers(4))
+        turns.add(k)
+        region = make_region(photos[:1], spec, np.random.default_rng(seed), registry(spec.renderers))
+        assert np.array_equal(region.hq, (np.rot90(cut, k) * 255.0 + 0.5).astype(np.uint8))
+    assert turns - {0}  # some regions were turned, so the check above can fail
 
 
 def test_bad_sizes_are_refused():
