@@ -147,7 +147,8 @@ class Batch:
 def _pool_spec(recipe: DaClipRecipe) -> PoolSpec:
     return PoolSpec(size=recipe.crop, n_crops=recipe.n_crops, preset=recipe.preset, renderers=tuple(recipe.renderers),
                     region_min=recipe.region_min, region_max=recipe.region_max, max_zoom_out=recipe.max_zoom_out,
-                    photo_jitter=recipe.photo_jitter, photo_turns=recipe.photo_turns)
+                    photo_jitter=recipe.photo_jitter, photo_turns=recipe.photo_turns,
+                    photo_highlights=recipe.photo_highlights)
 
 
 def _pool_batches(pool: RegionPool, recipe: DaClipRecipe, cfg: DaClipConfig, device: torch.device) -> Iterator[Batch]:

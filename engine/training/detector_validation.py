@@ -38,7 +38,8 @@ class ValidationSets:
     """The two fixed region sets (training renderers, held-out renderer) of the photos in ``val_dir``."""
 
     def __init__(self, val_dir: Path, spec: PoolSpec, n_regions: int, seed: int = 1, max_side: int = 1536):
-        spec = dataclasses.replace(spec, preset="all", photo_jitter=0.0, photo_turns=False)  # the photos as they are
+        spec = dataclasses.replace(spec, preset="all", photo_jitter=0.0, photo_turns=False,  # the photos as they are
+                                   photo_highlights=0.0)
         train = RegionPool(val_dir, spec, n_regions, seed=seed, max_side=max_side)
         held = RegionPool(None, dataclasses.replace(spec, renderers=("heldout",)), n_regions, seed=seed,
                           photos=train.photos)

@@ -28,6 +28,7 @@ class DaClipRecipe:
     max_zoom_out: float = 4.0
     photo_jitter: float = 0.0     # "pool" views: recolour the clean regions (region_pool.jitter_photo)
     photo_turns: bool = False     # "pool" views: turn the clean regions by multiples of 90 degrees
+    photo_highlights: float = 0.0  # "pool" views: share of clean regions over-exposed (region_pool.clip_highlights)
     max_side: int = 1536          # training photos are read at most this large
     val_every: int = 0            # "pool" views with --val: held-out figures every this many steps
     minutes: float = 0.0          # > 0: a wall-clock budget for the run. The stages share it as
@@ -137,6 +138,7 @@ class RestorerRecipe:
     max_zoom_out: float = 4.0
     photo_jitter: float = 0.0
     photo_turns: bool = False
+    photo_highlights: float = 0.0
     max_side: int = 1536
     identity_fraction: float = 0.0
     identity_mild_share: float = 0.5

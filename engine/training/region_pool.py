@@ -8,7 +8,8 @@ memory, draws each batch's views from it (fresh crops, flips) and replaces a few
 A region (float, then stored as uint8) is cut from a clean photo at a random scale (multi-scale:
 the photo is seen at 1/``max_zoom_out`` to 1x of its stored size, short side ``region_min`` to
 ``region_max``, aspect 3:4 to 4:3), turned by a random multiple of 90 degrees if ``photo_turns`` says so,
-recoloured if ``photo_jitter`` says so (:func:`jitter_photo`),
+recoloured if ``photo_jitter`` says so (:func:`jitter_photo`), over-exposed for a ``photo_highlights`` share of
+them (:func:`clip_highlights`),
 and degraded whole, as a photo of that size would be, by
 :func:`engine.degradations.apply_degradations` with a renderer mix
 (:func:`engine.degradations.renderers.registry`). A region's views are what
@@ -50,10 +51,13 @@ class PoolSpec:
     max_zoom_out: float = 4.0
     photo_jitter: float = 0.0
     photo_turns: bool = False  # turn each clean region by 0/90/180/270 degrees before degrading it
+    photo_highlights: float = 0.0  # share of clean regions over-exposed until some of them clips to white
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.photo_jitter <= 1.0:
             raise ValueError(f"photo_jitter must be between 0 and 1, got {self.photo_jitter}")
+        if not 0.0 <= self.photo_highlights <= 1.0:
+            raise ValueError(f"photo_highlights must be between 0 and 1, got {self.photo_highlights}")
         if not self.size <= self.region_min <= self.region_max:
             raise ValueError(f"need size <= region_min <= region_max, got {self.size}, {self.region_min}, "
                              f"{self.region_max}")
@@ -108,6 +112,23 @@ def jitter_photo(region: np.ndarray, strength: float, rng: np.random.Generator) 
     return np.clip(x, 0.0, 1.0).astype(np.float32)
 
 
+# clip_highlights: the share of a region's pixels driven to white, and the largest gain it may take
+HIGHLIGHT_SHARE = (0.02, 0.15)
+HIGHLIGHT_MAX_GAIN = 2.0
+
+
+def clip_highlights(region: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The clean ``region`` (float32 HWC in [0, 1]) over-exposed as a sensor clips: one gain drives a drawn
+    share (:data:`HIGHLIGHT_SHARE`) of its pixels to white, at most :data:`HIGHLIGHT_MAX_GAIN`. A photo's blown
+    sky or lit wall is flat white with sharp edges, like the holes of ``uncompleted``, and needs no
+    restoration: without such photos in training, the detector calls white areas holes and the restorer
+    paints them over."""
+    share = float(rng.uniform(*HIGHLIGHT_SHARE))
+    level = float(np.quantile(region.max(axis=2), 1.0 - share))
+    gain = min(HIGHLIGHT_MAX_GAIN, 1.0 / max(level, 1e-3))
+    return np.clip(region * np.float32(max(gain, 1.0)), 0.0, 1.0).astype(np.float32)
+
+
 def make_region(photos: list[np.ndarray], spec: PoolSpec, rng: np.random.Generator, reg: dict) -> Region:
     photo = photos[int(rng.integers(len(photos)))]
     hq = cut_region(photo, spec, rng)
@@ -115,6 +136,8 @@ def make_region(photos: list[np.ndarray], spec: PoolSpec, rng: np.random.Generat
         hq = np.ascontiguousarray(np.rot90(hq, int(rng.integers(4))))
     if spec.photo_jitter > 0:  # only then: the stream of a recipe without it stays as it was
         hq = jitter_photo(hq, spec.photo_jitter, rng)
+    if spec.photo_highlights > 0 and rng.random() < spec.photo_highlights:
+        hq = clip_highlights(hq, rng)
     names = tuple(sample_combination(rng, spec.preset))
     lq, _ = apply_degradations(hq, names, rng, registry=reg)
     to8 = lambda a: (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)  # noqa: E731

@@ -167,7 +167,8 @@ def pool_specs(recipe: RestorerRecipe):
     """The region pool's and the samples' specifications of a ``pool_size > 0`` recipe."""
     pool = PoolSpec(size=recipe.crop, n_crops=0, preset=recipe.preset, renderers=tuple(recipe.renderers),
                     region_min=recipe.region_min, region_max=recipe.region_max, max_zoom_out=recipe.max_zoom_out,
-                    photo_jitter=recipe.photo_jitter, photo_turns=recipe.photo_turns)
+                    photo_jitter=recipe.photo_jitter, photo_turns=recipe.photo_turns,
+                    photo_highlights=recipe.photo_highlights)
     # the recipe's flat TOML keys of the same names (one list of the fields: PairSpec's)
     pairs = PairSpec(**{f.name: getattr(recipe, f.name) for f in dataclasses.fields(PairSpec)})
     return pool, pairs
@@ -184,7 +185,7 @@ def pool_validation_sets(recipe: RestorerRecipe, val_dir: Path, condition) -> di
     ``heldout`` (the held-out renderer, with ``val_heldout``) and ``clean`` (the clean crops of ``val``)."""
     spec, _ = pool_specs(recipe)
     spec = dataclasses.replace(spec, size=recipe.val_crop, preset=recipe.val_preset, photo_jitter=0.0,
-                               photo_turns=False,
+                               photo_turns=False, photo_highlights=0.0,
                                region_min=max(recipe.region_min, recipe.val_crop),
                                region_max=max(recipe.region_max, recipe.region_min, recipe.val_crop))
     photos = load_photos(val_dir, recipe.max_side)

@@ -39,3 +39,17 @@ def test_validation_sets_use_both_renderers_and_score_a_model(tmp_path):
     for stage in ("base", "control"):
         figures = sets.evaluate(model, stage=stage)
         assert 0.0 <= figures["heldout_renderer"]["exact"] <= 1.0
+
+
+def test_validation_sets_show_the_photos_as_they_are(tmp_path):
+    """The training-only augmentations (recolour, turns, over-exposure) never reach the validation regions."""
+    import dataclasses
+
+    from engine.training.region_pool import PoolSpec
+
+    Image.fromarray((np.random.default_rng(0).random((90, 120, 3)) * 255).astype(np.uint8)).save(tmp_path / "p.png")
+    spec = PoolSpec(size=32, n_crops=1, region_min=48, region_max=64, renderers=("project",))
+    augmented = dataclasses.replace(spec, photo_jitter=1.0, photo_turns=True, photo_highlights=1.0)
+    plain, other = ValidationSets(tmp_path, spec, 4, seed=3), ValidationSets(tmp_path, augmented, 4, seed=3)
+    for name in ("train_renderers", "heldout_renderer"):
+        assert torch.equal(plain.sets[name][0], other.sets[name][0])

@@ -10,10 +10,13 @@ import torch
 
 from engine.training.region_pool import (
     GRID,
+    HIGHLIGHT_MAX_GAIN,
+    HIGHLIGHT_SHARE,
     JITTER_LOG_RANGES,
     PoolSpec,
     Region,
     RegionPool,
+    clip_highlights,
     cut_region,
     jitter_photo,
     make_region,
@@ -110,6 +113,28 @@ def test_photo_turns_turn_the_clean_region_before_it_is_degraded(photos):
         region = make_region(photos[:1], spec, np.random.default_rng(seed), registry(spec.renderers))
         assert np.array_equal(region.hq, (np.rot90(cut, k) * 255.0 + 0.5).astype(np.uint8))
     assert turns - {0}  # some regions were turned, so the check above can fail
+
+
+def test_clip_highlights_drive_a_share_of_the_region_to_white_and_never_darken():
+    rng = np.random.default_rng(3)
+    region = rng.uniform(0.05, 0.7, (60, 80, 3)).astype(np.float32)
+    for seed in range(10):
+        out = clip_highlights(region, np.random.default_rng(seed))
+        assert out.dtype == np.float32 and out.shape == region.shape and out.max() <= 1.0
+        assert (out >= region - 1e-6).all()  # a gain of at least 1: over-exposed, never darker
+        white = float((out.max(axis=2) >= 1.0).mean())
+        assert HIGHLIGHT_SHARE[0] * 0.9 <= white <= HIGHLIGHT_SHARE[1] * 1.1
+    dark = np.full((20, 20, 3), 0.1, np.float32)  # the gain is capped: a dark region is not lifted to white
+    assert np.allclose(clip_highlights(dark, np.random.default_rng(0)), 0.1 * HIGHLIGHT_MAX_GAIN)
+
+
+def test_highlights_change_the_clean_regions_only_when_asked(photos):
+    plain = RegionPool(None, SPEC, 6, seed=4, photos=photos)
+    pushed = RegionPool(None, dataclasses.replace(SPEC, photo_highlights=1.0), 6, seed=4, photos=photos)
+    white = lambda pool: [float((r.hq.max(axis=2) == 255).mean()) for r in pool.regions]  # noqa: E731
+    assert min(white(pushed)) >= HIGHLIGHT_SHARE[0] * 0.9 and max(white(plain)) < HIGHLIGHT_SHARE[0]
+    with pytest.raises(ValueError, match="photo_highlights"):
+        PoolSpec(photo_highlights=-0.1)
 
 
 def test_bad_sizes_are_refused():
