@@ -161,3 +161,11 @@ def test_a_pool_run_with_presence_stops_at_its_budget(photos, tmp_path):
     assert 0 < result["steps"] < recipe.total_steps
     model = load_pretrained(tmp_path / "run" / "model")
     assert model.presence_head is not None
+
+
+def test_pool_spec_carries_the_photo_augmentations():
+    from engine.training.daclip import _pool_spec
+    from engine.training.recipes import DaClipRecipe
+
+    spec = _pool_spec(DaClipRecipe(views="pool", photo_jitter=0.3, photo_turns=True, photo_highlights=0.2))
+    assert (spec.photo_jitter, spec.photo_turns, spec.photo_highlights) == (0.3, True, 0.2)

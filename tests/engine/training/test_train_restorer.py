@@ -295,3 +295,12 @@ def test_restorer_v2_recipe_loads_and_uses_the_shared_synthesis(tmp_path):
     bad.write_text("mystery_knob = 3\n" + path.read_text())
     with pytest.raises(RecipeError, match="mystery_knob"):
         load_recipe(bad, RestorerRecipe)
+
+
+def test_pool_specs_carry_the_photo_augmentations():
+    from engine.training.restorer import pool_specs
+
+    recipe = RestorerRecipe(pool_size=10, crop=128, region_min=128, region_max=256, photo_jitter=0.3,
+                            photo_turns=True, photo_highlights=0.2)
+    spec, _ = pool_specs(recipe)
+    assert (spec.photo_jitter, spec.photo_turns, spec.photo_highlights) == (0.3, True, 0.2)
