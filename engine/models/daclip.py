@@ -46,8 +46,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.bundle import DETECTOR, ModelBundle
+from engine.models.configs import ModelFileError
 from engine.models.conv_tower import STAND_IN_VISION_CFG, UnshuffleConvTower, is_custom_tower
-from engine.models.serialization import load_weights, read_config, save_model
+from engine.models.serialization import Tensors, load_weights, read_config, save_model
 from engine.vocab import DEGRADATIONS, NONE, PHYSICAL_ORDER
 
 ARCHITECTURE = "daclip-slots"
@@ -395,10 +396,58 @@ class DaClip(nn.Module):
         return content, slots, self.slot_logits(slots)
 
 
+# The text tower's token table (49408 rows from open_clip's tokenizer) is most of a small detector's file,
+# but the model only ever reads the rows of its prompts and of the base stage's captions: the bundle
+# stores those rows and their ids, and loading puts zeros in the others (files with the whole table load too).
+TOKEN_TABLE = "clip.token_embedding.weight"
+TOKEN_ROWS, TOKEN_VALUES = "clip.token_embedding.rows", "clip.token_embedding.values"
+
+
+def used_token_ids(cfg: DaClipConfig) -> torch.Tensor:
+    """Sorted ids of the token-table rows a model of ``cfg`` can read: its prompts' tokens and those of
+    the caption of every set of at most two names (padding included)."""
+    import open_clip
+
+    texts = list(cfg.prompts) + ([cfg.none_prompt] if cfg.none_prompt else [])
+    texts += [set_caption(s) for s in all_sets(cfg.vocabulary)]
+    return torch.unique(open_clip.tokenize(texts, context_length=cfg.context_length))
+
+
+def _pack_token_table(cfg: DaClipConfig):
+    def pack(tensors: Tensors) -> Tensors:
+        ids = used_token_ids(cfg)
+        table = tensors.pop(TOKEN_TABLE)
+        tensors[TOKEN_ROWS] = ids.to(torch.int32)
+        tensors[TOKEN_VALUES] = table[ids].contiguous()
+        return tensors
+    return pack
+
+
+def _unpack_token_table(shape: torch.Size):
+    def unpack(tensors: Tensors, path: Path) -> Tensors:
+        if TOKEN_ROWS not in tensors and TOKEN_VALUES not in tensors:
+            return tensors  # the whole table (files written before 2026-12-02)
+        rows, values = tensors.pop(TOKEN_ROWS, None), tensors.pop(TOKEN_VALUES, None)
+        ok = (rows is not None and values is not None and rows.ndim == 1 and rows.dtype in (torch.int32, torch.int64)
+              and tuple(values.shape) == (len(rows), shape[1]) and values.is_floating_point())
+        if ok:
+            ids = rows.long()
+            ok = bool(((ids >= 0) & (ids < shape[0])).all()) and len(torch.unique(ids)) == len(ids)
+        if not ok:
+            raise ModelFileError(f"{path}: the stored rows of the token table do not fit the text tower "
+                                 f"(expected unique ids below {shape[0]} and values of width {shape[1]})")
+        table = torch.zeros(tuple(shape), dtype=values.dtype)
+        table[ids] = values
+        tensors[TOKEN_TABLE] = table
+        return tensors
+    return unpack
+
+
 def save_pretrained(model: DaClip, model_dir: str | Path, dtype: torch.dtype | None = torch.float16) -> Path:
-    """Write the detector part of the bundle folder ``model_dir`` (fp16 storage by default); returns its stem."""
+    """Write the detector part of the bundle folder ``model_dir`` (fp16 storage by default, the token
+    table's used rows only); returns its stem."""
     stem = ModelBundle(Path(model_dir)).stem(DETECTOR)
-    save_model(model, model.cfg, stem, ARCHITECTURE, dtype=dtype)
+    save_model(model, model.cfg, stem, ARCHITECTURE, dtype=dtype, pack=_pack_token_table(model.cfg))
     return stem
 
 
@@ -407,5 +456,5 @@ def load_pretrained(model_dir: str | Path) -> DaClip:
     stem = ModelBundle(Path(model_dir)).stem(DETECTOR)
     cfg = read_config(stem, ARCHITECTURE, DaClipConfig)
     model = DaClip(cfg)
-    load_weights(model, stem)
+    load_weights(model, stem, unpack=_unpack_token_table(model.state_dict()[TOKEN_TABLE].shape))
     return model.eval()

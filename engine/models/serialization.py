@@ -25,9 +25,13 @@ FORMAT_VERSION = 1
 
 
 
+Tensors = dict[str, torch.Tensor]
+
+
 def save_model(module: torch.nn.Module, config, stem: str | Path, architecture: str,
-               dtype: torch.dtype | None = None) -> None:
-    """Write ``stem.safetensors`` and ``stem.json`` (atomically) for ``module`` built from ``config``."""
+               dtype: torch.dtype | None = None, pack: Callable[[Tensors], Tensors] | None = None) -> None:
+    """Write ``stem.safetensors`` and ``stem.json`` (atomically) for ``module`` built from ``config``;
+    ``pack`` may store some tensors in a smaller form (its loader's ``unpack`` restores them)."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     tensors = {}
@@ -36,6 +40,8 @@ def save_model(module: torch.nn.Module, config, stem: str | Path, architecture: 
         if dtype is not None and v.is_floating_point():
             v = v.to(dtype)
         tensors[k] = v.contiguous()
+    if pack is not None:
+        tensors = pack(tensors)
     meta = {"architecture": architecture, "format_version": FORMAT_VERSION, "config": dataclasses.asdict(config)}
     with atomic_path(stem.with_suffix(".safetensors")) as tmp:
         save_file(tensors, str(tmp), metadata={"architecture": architecture})
@@ -82,9 +88,11 @@ def read_config(stem: str | Path, architecture: str, cls):
     return build_dataclass(cls, meta.get("config", {}), path)
 
 
-def load_weights(module: torch.nn.Module, stem: str | Path, upgrade_key: Callable[[str], str] | None = None) -> None:
+def load_weights(module: torch.nn.Module, stem: str | Path, upgrade_key: Callable[[str], str] | None = None,
+                 unpack: Callable[[Tensors, Path], Tensors] | None = None) -> None:
     """Load ``stem.safetensors`` into ``module``, refusing missing, extra or mis-shaped tensors;
-    ``upgrade_key`` renames the tensors of an older layout first. The module's parameters and
+    ``upgrade_key`` renames the tensors of an older layout first, ``unpack(tensors, path)`` restores
+    what ``save_model``'s ``pack`` stored (raising :class:`ModelFileError`). The module's parameters and
     buffers become new tensors (``assign``): make optimizers after loading, not before."""
     path = Path(stem).with_suffix(".safetensors")
     if not path.is_file():
@@ -95,6 +103,8 @@ def load_weights(module: torch.nn.Module, stem: str | Path, upgrade_key: Callabl
         raise ModelFileError(f"{path}: not a valid safetensors file ({str(exc).splitlines()[0]})") from None
     if upgrade_key is not None:
         tensors = {upgrade_key(k): v for k, v in tensors.items()}
+    if unpack is not None:
+        tensors = unpack(tensors, path)
     check_state_dict(module, tensors, path)
     expected = module.state_dict()
     # one copy into fresh torch storage (the file's tensors sit at unaligned offsets, which changes

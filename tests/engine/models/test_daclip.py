@@ -125,6 +125,59 @@ def test_load_refuses_wrong_architecture(model, tmp_path):
         load_pretrained(tmp_path)
 
 
+def _detector_file(folder):
+    return ModelBundle(folder).stem(DETECTOR).with_suffix(".safetensors")
+
+
+def test_the_bundle_stores_only_the_token_rows_the_model_reads(model, tmp_path):
+    import open_clip
+    from safetensors.torch import load_file
+
+    from engine.models.daclip import TOKEN_ROWS, TOKEN_TABLE, TOKEN_VALUES, used_token_ids
+
+    save_pretrained(model, tmp_path, dtype=None)
+    stored = load_file(str(_detector_file(tmp_path)))
+    ids = used_token_ids(model.cfg)
+    table = model.state_dict()[TOKEN_TABLE]
+    assert TOKEN_TABLE not in stored and torch.equal(stored[TOKEN_ROWS].long(), ids)
+    assert len(ids) < table.shape[0] // 100 and torch.equal(stored[TOKEN_VALUES], table[ids])
+    # every prompt and every caption of the base stage reads the same embeddings after loading
+    loaded = load_pretrained(tmp_path)
+    texts = list(model.cfg.prompts) + [set_caption(s) for s in all_sets(model.cfg.vocabulary)]
+    tokens = open_clip.tokenize(texts, context_length=model.cfg.context_length)
+    with torch.no_grad():
+        assert torch.equal(model.encode_text(tokens), loaded.encode_text(tokens))
+
+
+def test_a_file_with_the_whole_token_table_still_loads(model, tmp_path):
+    from engine.models.daclip import ARCHITECTURE, TOKEN_TABLE
+    from engine.models.serialization import save_model
+
+    save_model(model, model.cfg, ModelBundle(tmp_path).stem(DETECTOR), ARCHITECTURE)  # the layout before
+    assert torch.equal(load_pretrained(tmp_path).state_dict()[TOKEN_TABLE], model.state_dict()[TOKEN_TABLE])
+
+
+def test_bad_token_rows_are_refused_in_one_line(model, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from engine.models.daclip import TOKEN_ROWS
+
+    save_pretrained(model, tmp_path, dtype=None)
+    path = _detector_file(tmp_path)
+    tensors = load_file(str(path))
+    rows = tensors[TOKEN_ROWS].clone()
+    for bad in (rows.clone().fill_(rows[0]), rows + 10**6, None):  # duplicates, out of the table, missing
+        broken = dict(tensors)
+        if bad is None:
+            del broken[TOKEN_ROWS]
+        else:
+            broken[TOKEN_ROWS] = bad
+        save_file(broken, str(path))
+        with pytest.raises(ModelFileError, match="token table") as err:
+            load_pretrained(tmp_path)
+        assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
 # ---------------------------------------------------------------- official DA-CLIP layout
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from engine.degradations.renderers import registry
 from engine.training.region_pool import (
     GRID,
     HIGHLIGHT_MAX_GAIN,
@@ -22,7 +23,6 @@ from engine.training.region_pool import (
     make_region,
     region_views,
 )
-from engine.degradations.renderers import registry
 
 
 @pytest.fixture(scope="module")
