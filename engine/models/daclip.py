@@ -456,5 +456,5 @@ def load_pretrained(model_dir: str | Path) -> DaClip:
     stem = ModelBundle(Path(model_dir)).stem(DETECTOR)
     cfg = read_config(stem, ARCHITECTURE, DaClipConfig)
     model = DaClip(cfg)
-    load_weights(model, stem, unpack=_unpack_token_table(model.state_dict()[TOKEN_TABLE].shape))
+    load_weights(model, stem, unpack=_unpack_token_table(model.clip.token_embedding.weight.shape))
     return model.eval()

@@ -22,9 +22,6 @@ from engine.models.configs import ModelFileError, read_meta
 
 FORMAT_VERSION = 1
 
-
-
-
 Tensors = dict[str, torch.Tensor]
 
 
