@@ -14,8 +14,12 @@ from engine.models.unet import UNetConfig
 from engine.tools.evaluate import (
     EvalDataError,
     Pair,
+    PairResult,
     evaluate,
+    group_figures,
+    group_of,
     load_pairs,
+    markdown_groups,
     markdown_report,
     spread_subset,
     summarize,
@@ -265,3 +269,39 @@ def test_cli_guard_ramp_tunes_the_guard(synth_dir, model_dirs, tmp_path):
     assert main(base + ["--guard-ramp", "0.5,0.75"]) == 2  # the guard is off
     assert main(base + ["--guard", "on", "--guard-ramp", "0.8,0.2"]) == 2
     assert main(base + ["--guard", "on", "--guard-ramp", "x"]) == 2
+
+
+def _result(combination, psnr_in, psnr_out, guarded=None):
+    return PairResult("f", combination, 1, psnr_in, psnr_out, 0.5, 0.5, 0.1, 1.0, psnr_guarded=guarded,
+                      ssim_guarded=None if guarded is None else 0.5, guard_estimate=None,
+                      guard_strength=None if guarded is None else 1.0)
+
+
+def test_groups_follow_the_issue_order_free():
+    assert group_of("noisy+hazy") == group_of("hazy+noisy") == "seed pairs"
+    assert group_of("noisy+blurry") == "other" and group_of("snowy") == "singles"
+    assert group_of("clean") == group_of("") == "clean"
+
+
+def test_group_figures_count_images_and_combinations_below_input():
+    results = [_result("hazy+noisy", 20, 25), _result("hazy+noisy", 20, 14),   # combo mean -0.5: below
+               _result("blurry", 20, 22), _result("blurry", 20, 21),
+               _result("clean", 40, 35)]
+    by = {f.group: f for f in group_figures(results)}
+    assert list(by) == ["seed pairs", "singles", "clean"]
+    assert by["seed pairs"].gain == pytest.approx(-0.5) and by["seed pairs"].combinations_below == 1
+    assert by["seed pairs"].images_below == 1 and by["seed pairs"].images == 2
+    assert by["singles"].gain == pytest.approx(1.5) and by["singles"].images_below == 0
+    assert by["clean"].psnr_out == pytest.approx(35) and by["clean"].images_below == 1
+    assert by["clean"].guarded_gain is None
+    text = "\n".join(markdown_groups(results))
+    assert "| seed pairs | 2 | -0.50 | 19.50 | 1 of 1 | 1 of 2 |" in text and "guarded" not in text
+
+
+def test_group_figures_with_the_guard():
+    results = [_result("snowy", 20, 18, guarded=20.5), _result("clean", 40, 30, guarded=40)]
+    by = {f.group: f for f in group_figures(results)}
+    assert by["singles"].images_below == 1 and by["singles"].guarded_images_below == 0
+    assert by["singles"].guarded_gain == pytest.approx(0.5) and by["clean"].guarded_psnr_out == 40
+    assert "guarded: mean gain" in "\n".join(markdown_groups(results))
+    assert "By group" in markdown_report(results)
