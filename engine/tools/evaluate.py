@@ -286,10 +286,12 @@ def markdown_groups(results: list[PairResult]) -> list[str]:
         rule += "---:|---:|---:|---:|"
     lines = [head, rule]
     for f in figures:
-        row = (f"| {f.group} | {f.images} | {f.gain:+.2f} | {f.psnr_out:.2f} | {f.combinations_below} of "
-               f"{f.combinations} | {f.images_below} of {f.images} |")
+        clean = f.group == "clean"  # its input is the original itself: no gain to read, only PSNR out
+        row = (f"| {f.group} | {f.images} | {'-' if clean else f'{f.gain:+.2f}'} | {f.psnr_out:.2f} | "
+               f"{f.combinations_below} of {f.combinations} | {f.images_below} of {f.images} |")
         if guarded:
-            row += (f" {f.guarded_gain:+.2f} | {f.guarded_psnr_out:.2f} | {f.guarded_combinations_below} of "
+            row += (f" {'-' if clean else f'{f.guarded_gain:+.2f}'} | {f.guarded_psnr_out:.2f} | "
+                    f"{f.guarded_combinations_below} of "
                     f"{f.combinations} | {f.guarded_images_below} of {f.images} |")
         lines.append(row)
     return lines

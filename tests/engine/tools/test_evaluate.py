@@ -296,6 +296,7 @@ def test_group_figures_count_images_and_combinations_below_input():
     assert by["clean"].guarded_gain is None
     text = "\n".join(markdown_groups(results))
     assert "| seed pairs | 2 | -0.50 | 19.50 | 1 of 1 | 1 of 2 |" in text and "guarded" not in text
+    assert "| clean | 1 | - | 35.00 | 1 of 1 | 1 of 1 |" in text
 
 
 def test_group_figures_with_the_guard():
