@@ -70,6 +70,7 @@ def run(args) -> int:
         markdown_report,
         spread_subset,
         write_csv,
+        write_images_csv,
     )
 
     steps_list = _parse_steps(args.steps)
@@ -130,5 +131,6 @@ def run(args) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.with_name(args.out.name + ".md").write_text(text, encoding="utf-8")
         write_csv(args.out.with_name(args.out.name + ".csv"), results)
-        print(f"wrote {args.out}.md and {args.out}.csv")
+        write_images_csv(args.out.with_name(args.out.name + "_images.csv"), results)
+        print(f"wrote {args.out}.md, {args.out}.csv and {args.out}_images.csv")
     return 0

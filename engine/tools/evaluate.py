@@ -24,7 +24,7 @@ import numpy as np
 from engine.inference.guard import GuardConfig, decide
 from engine.io.reader import ImageReadError, read_rgb
 from engine.jobs.api import CancelToken, ProgressEvent
-from engine.tools.metrics import psnr, ssim
+from engine.tools.metrics import psnr, psnr_from_mse, ssim
 from engine.vocab import SEED24
 
 
@@ -61,6 +61,27 @@ class PairResult:
     ssim_guarded: float | None = None
     guard_estimate: float | None = None
     guard_strength: float | None = None
+    # the mix of the restoration with the input at any strength s, without the images:
+    # MSE(s) = mse_in + 2 s cross + s^2 mse_change (d = restored - lq, e = lq - hq; per-value means)
+    mse_in: float | None = None      # mean(e^2)
+    cross: float | None = None       # mean(e * d)
+    mse_change: float | None = None  # mean(d^2)
+
+    def psnr_at(self, strength: float) -> float:
+        """PSNR of the input mixed with the restoration at ``strength`` (0: the input, 1: the restoration)."""
+        if self.mse_in is None:
+            raise ValueError(f"{self.file}: evaluated without the mixing terms")
+        s = float(strength)
+        mse = max(self.mse_in + 2.0 * s * self.cross + s * s * self.mse_change, 0.0)
+        return psnr_from_mse(mse)
+
+    @property
+    def best_strength(self) -> float | None:
+        """The strength in [0, 1] that brings this restoration closest to the original: what a perfect
+        per-photo guard would choose, knowing the original (the bound on any guard's figures)."""
+        if self.mse_in is None:
+            return None
+        return 0.0 if self.mse_change <= 0 else min(1.0, max(0.0, -self.cross / self.mse_change))
 
     def guarded(self) -> PairResult:
         """This result as the guard leaves it: the guarded figures become the restored ones."""
@@ -161,6 +182,8 @@ def evaluate(model, pairs: list[Pair], steps: int = 1, detector=None, seed: int 
         else:
             restored = model.predict(_tensor(lq), cond, steps=steps, generator=gen)[0].permute(1, 2, 0).numpy()
         seconds = time.perf_counter() - t0
+        e, d = lq - hq, restored - lq
+        mixing = {"mse_in": float(np.mean(e * e)), "cross": float(np.mean(e * d)), "mse_change": float(np.mean(d * d))}
         guarded = {}
         if guard is not None:
             decision = decide(analysis.detection.degradations, analysis.detection.scores, thresholds, guard)
@@ -170,7 +193,7 @@ def evaluate(model, pairs: list[Pair], steps: int = 1, detector=None, seed: int 
         results.append(PairResult(
             file=pair.lq.name, combination=pair.combination, steps=steps,
             psnr_in=psnr(lq, hq), psnr_out=psnr(restored, hq), ssim_in=ssim(lq, hq), ssim_out=ssim(restored, hq),
-            seconds=seconds, megapixels=lq.shape[0] * lq.shape[1] / 1e6, **guarded,
+            seconds=seconds, megapixels=lq.shape[0] * lq.shape[1] / 1e6, **guarded, **mixing,
         ))
         if progress is not None:
             progress(ProgressEvent("eval", i + 1, len(pairs), pair.lq.name))
@@ -333,7 +356,23 @@ def markdown_report(main: list[PairResult], ablation: list[PairResult] | None = 
         worse = [s.combination for s in ms[:-1] if s.guarded_gain < 0]
         lines.append(f"With the guard, worse than their input: {', '.join(worse) if worse else 'none'}.")
     lines += ["", "By group (the 24 seed pairs, single degradations, clean photos):", ""] + markdown_groups(main)
+    bound = best_strength_figures(main)
+    if bound:
+        lines += ["", "The bound on any guard (each photo at the strength that brings it closest to its original, "
+                  "chosen knowing the original): " + "; ".join(
+                      f"{f.group} {f.guarded_psnr_out:.2f} dB out" if f.group == "clean" else
+                      f"{f.group} {f.guarded_gain:+.2f} dB ({f.guarded_combinations_below} of {f.combinations} "
+                      "combinations below input)" for f in bound) + "."]
     return "\n".join(lines) + "\n"
+
+
+def best_strength_figures(results: list[PairResult]) -> list[GroupFigures]:
+    """:func:`group_figures` with every pair at its :attr:`PairResult.best_strength` in the guarded
+    columns (empty when the results lack the mixing terms)."""
+    if not results or any(r.mse_in is None for r in results):
+        return []
+    return group_figures([dataclasses.replace(r, psnr_guarded=r.psnr_at(r.best_strength), ssim_guarded=None,
+                                              guard_strength=r.best_strength) for r in results])
 
 
 def write_csv(path: Path, results: dict[str, list[PairResult]]) -> None:
@@ -351,3 +390,46 @@ def write_csv(path: Path, results: dict[str, list[PairResult]]) -> None:
                     w.writerow([name, steps, s.combination, s.n, f"{s.psnr_in:.4f}", f"{s.psnr_out:.4f}",
                                 f"{s.gain:.4f}", f"{s.ssim_in:.4f}", f"{s.ssim_out:.4f}", f"{s.seconds_per_mp:.4f}",
                                 *guard])
+
+
+IMAGE_COLUMNS = ("model", "steps", "file", "combination", "psnr_in", "psnr_out", "ssim_in", "ssim_out",
+                 "psnr_guarded", "guard_estimate", "guard_strength", "mse_in", "cross", "mse_change")
+
+
+def write_images_csv(path: Path, results: dict[str, list[PairResult]]) -> None:
+    """One row per pair and named model: its figures and the mixing terms (:meth:`PairResult.psnr_at`),
+    to study a guard without the images (:func:`read_images_csv`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(IMAGE_COLUMNS)
+        for name, rs in results.items():
+            for r in rs:
+                values = [name if c == "model" else getattr(r, c) for c in IMAGE_COLUMNS]
+                w.writerow(["" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for v in values])
+
+
+def read_images_csv(path: Path, model: str = "model") -> list[PairResult]:
+    """The rows of ``model`` in a file of :func:`write_images_csv` as :class:`PairResult` (no timing)."""
+
+    def num(v: str) -> float | None:
+        return None if v == "" else float(v)
+
+    out = []
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            for n, row in enumerate(csv.DictReader(fh), 2):
+                if row["model"] != model:
+                    continue
+                out.append(PairResult(
+                    file=row["file"], combination=row["combination"], steps=int(row["steps"]),
+                    psnr_in=float(row["psnr_in"]), psnr_out=float(row["psnr_out"]), ssim_in=float(row["ssim_in"]),
+                    ssim_out=float(row["ssim_out"]), seconds=0.0, megapixels=0.0,
+                    psnr_guarded=num(row["psnr_guarded"]), guard_estimate=num(row["guard_estimate"]),
+                    guard_strength=num(row["guard_strength"]), mse_in=num(row["mse_in"]), cross=num(row["cross"]),
+                    mse_change=num(row["mse_change"])))
+    except FileNotFoundError:
+        raise EvalDataError(f"{path}: not found (write it with `photomend eval --out PREFIX`)") from None
+    except (KeyError, ValueError) as exc:
+        raise EvalDataError(f"{path}:{n}: malformed row ({exc})") from None
+    return out

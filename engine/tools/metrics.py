@@ -28,6 +28,11 @@ def psnr(a, b) -> float:
     return float(min(MAX_PSNR, peak_signal_noise_ratio(a, b, data_range=1.0)))
 
 
+def psnr_from_mse(mse: float) -> float:
+    """PSNR in dB (data range 1) of a mean squared error; 0 gives :data:`MAX_PSNR`."""
+    return MAX_PSNR if mse <= 0 else float(min(MAX_PSNR, -10.0 * np.log10(mse)))
+
+
 def ssim(a, b) -> float:
     """Structural similarity (data range 1, Gaussian window as in Wang et al. 2004) over RGB channels."""
     a, b = _prepare(a, b)

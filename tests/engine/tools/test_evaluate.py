@@ -1,6 +1,7 @@
 """Evaluation: dataset reading, subset spreading, per-combination figures, reports, and the CLI."""
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -306,3 +307,49 @@ def test_group_figures_with_the_guard():
     assert by["singles"].guarded_gain == pytest.approx(0.5) and by["clean"].guarded_psnr_out == 40
     assert "guarded: mean gain" in "\n".join(markdown_groups(results))
     assert "By group" in markdown_report(results)
+
+
+def test_mixing_terms_give_the_psnr_of_any_strength(synth_dir):
+    from engine.inference.guard import GuardConfig
+    from engine.tools.metrics import psnr
+
+    pairs = load_pairs(synth_dir)
+    results = evaluate(_Darkens(), pairs, 1, _Scores(("hazy",), {"hazy": 0.55}), guard=GuardConfig())
+    for pair, r in zip(pairs, results):
+        assert r.psnr_at(1.0) == pytest.approx(r.psnr_out, abs=1e-3)
+        assert r.psnr_at(r.guard_strength) == pytest.approx(r.psnr_guarded, abs=1e-3)
+        assert r.psnr_at(0.0) == pytest.approx(r.psnr_in, abs=1e-3)
+        assert r.psnr_at(r.best_strength) >= max(r.psnr_at(s) for s in np.linspace(0, 1, 21)) - 1e-6
+    from engine.io.reader import read_rgb
+
+    lq, hq = read_rgb(pairs[0].lq), read_rgb(pairs[0].hq)  # a half-way mix, measured on the images
+    half = np.clip(lq + 0.5 * (lq * 0.5 - lq), 0, 1)
+    assert results[0].psnr_at(0.5) == pytest.approx(psnr(half, hq), abs=0.05)
+
+
+def test_images_csv_round_trips(synth_dir, tmp_path):
+    from engine.inference.guard import GuardConfig
+    from engine.tools.evaluate import read_images_csv, write_images_csv
+
+    results = evaluate(_Darkens(), load_pairs(synth_dir), 1, _Scores(("hazy",), {"hazy": 0.7}), guard=GuardConfig())
+    write_images_csv(tmp_path / "r_images.csv", {"model": results})
+    back = read_images_csv(tmp_path / "r_images.csv")
+    assert [r.file for r in back] == [r.file for r in results]
+    for a, b in zip(results, back):
+        assert b.psnr_at(0.3) == pytest.approx(a.psnr_at(0.3), abs=1e-3)
+        assert b.guard_strength == pytest.approx(a.guard_strength)
+    assert read_images_csv(tmp_path / "r_images.csv", model="ablation") == []
+    with pytest.raises(EvalDataError, match="not found"):
+        read_images_csv(tmp_path / "missing.csv")
+
+
+def test_report_gives_the_bound_on_any_guard(synth_dir):
+    from engine.tools.evaluate import best_strength_figures
+
+    results = evaluate(_Darkens(), load_pairs(synth_dir), 1, None)
+    bound = {f.group: f for f in best_strength_figures(results)}
+    # darkening only harms: a perfect guard keeps every input, so nothing is below it and clean stays exact
+    assert bound["seed pairs"].guarded_gain == pytest.approx(0.0, abs=1e-6)
+    assert bound["seed pairs"].guarded_combinations_below == 0 and bound["clean"].guarded_psnr_out == 100.0
+    assert "The bound on any guard" in markdown_report(results)
+    assert best_strength_figures([dataclasses.replace(r, mse_in=None) for r in results]) == []
