@@ -133,6 +133,9 @@ def add_restorer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--daclip", type=Path, help=f"DA-CLIP model folder ({describe_layout((DETECTOR,))})")
     parser.add_argument("--out", type=Path, default=Path("runs/restorer"), help="run folder")
     parser.add_argument("--val-data", type=Path, help="clean validation photos (default: recipe, or DATA/../val)")
+    parser.add_argument("--val-photos", type=Path,
+                        help="a `photomend synth` folder of whole degraded held-out photos to validate on "
+                             "(default: the recipe's val_photos, or none)")
     parser.add_argument("--steps", type=int, help="override the recipe's step budget")
     parser.add_argument("--minutes", type=float, help="override the recipe's wall-clock budget (0: none)")
     parser.add_argument("--no-condition", action="store_true", help="train the ablation without DA-CLIP")
@@ -185,7 +188,8 @@ def run_restorer(args: argparse.Namespace) -> int:
     bar = RestorerBar()
     try:
         result = train(recipe, args.data, val_dir, args.out, daclip_dir=None if args.no_condition else args.daclip,
-                       resume=args.resume, device=args.device, progress=bar, init_dir=args.init)
+                       resume=args.resume, device=args.device, progress=bar, init_dir=args.init,
+                       val_photos=args.val_photos)
     except ValueError as exc:  # TrainingDataError, RecipeError, ModelFileError and the data's own checks
         raise UsageError(str(exc)) from None
     finally:

@@ -86,6 +86,11 @@ class RestorerRecipe:
     on their true names, ``false_name_fraction`` of all entries on their true names plus an invented
     one (target unchanged); ``pool_processes`` processes render the first fill (0: ``threads``).
     ``val_images`` regions per validation set, ``val_heldout``: also the held-out renderer's set.
+    ``val_photos``: a ``photomend synth`` folder of whole degraded held-out photos (or ``--val-photos``):
+    every ``val_photos_every`` steps (and at the end) ``val_photos_limit`` of them, spread over the
+    combinations, are restored whole at steps 1 through the runtime's path and the issue's group
+    figures are logged (``"photos"``), with the guard when the run is conditioned. Regions and whole
+    photos can disagree (restorer v2 run 4: regions rose while whole photos fell).
     ``minutes``: above 0, a wall-clock budget: the cosine follows the larger of step and time
     progress and the run ends when the time is up (``steps`` becomes an upper bound); carried
     across resumes. ``log_every``: steps between ``log.jsonl`` lines.
@@ -146,6 +151,9 @@ class RestorerRecipe:
     label_condition_fraction: float = 0.0
     false_name_fraction: float = 0.0  # entries conditioned on their true names plus an invented one
     val_heldout: bool = True
+    val_photos: str = ""
+    val_photos_limit: int = 72
+    val_photos_every: int = 1000
     minutes: float = 0.0
     log_every: int = 50
 
@@ -155,3 +163,6 @@ class RestorerRecipe:
                              f"{self.region_min}, {self.region_max}")
         if self.minutes < 0:
             raise ValueError(f"minutes must be 0 (no budget) or more, got {self.minutes}")
+        if self.val_photos_limit < 1 or self.val_photos_every < 1:
+            raise ValueError(f"val_photos_limit and val_photos_every must be at least 1, got "
+                             f"{self.val_photos_limit}, {self.val_photos_every}")

@@ -391,6 +391,29 @@ class RestorerTrainer:
                 figures[f"{name}_input"] = float(sum(batch_psnr(lq, hq)) / len(hq))
         return figures
 
+    def validate_photos(self, pairs: list) -> dict[str, float]:
+        """The issue's group figures of the EMA network on whole degraded photos (``pairs`` of
+        :func:`engine.tools.evaluate.load_pairs`), steps 1, through the runtime's path; the guarded
+        ones beside when the run is conditioned (the guard reads the detector)."""
+        from engine.inference.guard import GuardConfig
+        from engine.inference.restoration import RestorationModel
+        from engine.tools.evaluate import evaluate, group_figures
+
+        model = RestorationModel(self.config, self.ema.shadow, self.dev)
+        guard = GuardConfig() if self.detector is not None else None
+        results = evaluate(model, pairs, 1, self.detector, guard=guard)
+        degraded = [r for r in results if r.combination != "clean"]
+        figures = {"gain": float(sum(r.psnr_out - r.psnr_in for r in degraded) / max(1, len(degraded))),
+                   "below": sum(r.psnr_out < r.psnr_in for r in degraded)}
+        if guard is not None:
+            figures["guarded_gain"] = float(sum(r.psnr_guarded - r.psnr_in for r in degraded) / max(1, len(degraded)))
+        for f in group_figures(results):
+            key = f.group.replace(" ", "_")
+            figures[key] = f.psnr_out if f.group == "clean" else f.gain
+            if f.guarded_gain is not None:
+                figures[f"{key}_guarded"] = f.guarded_psnr_out if f.group == "clean" else f.guarded_gain
+        return figures
+
     def log(self, entry: dict) -> None:
         entry = {**entry, "seconds": round(self.clock.wall(), 1), "cpu_hours": round(self.clock.cpu() / 3600.0, 7)}
         with (self.out_dir / "log.jsonl").open("a", encoding="utf-8") as fh:
@@ -417,8 +440,10 @@ class RestorerTrainer:
         self.clock.start_training()
         return not self.clock.expired()
 
-    def after_step(self, loss_value: float, last: bool, val: dict[str, dict]) -> StepInfo:
-        """Rank 0 after a step: the log line, the validation figures and a checkpoint when they are due."""
+    def after_step(self, loss_value: float, last: bool, val: dict[str, dict],
+                   photos: list | None = None) -> StepInfo:
+        """Rank 0 after a step: the log line, the validation figures (``photos``: whole photos, see
+        :meth:`validate_photos`) and a checkpoint when they are due."""
         recipe, step = self.recipe, self.step
         info = StepInfo(step, recipe.steps, loss_value, self.opt.param_groups[0]["lr"])
         if step % recipe.log_every == 0 or last:
@@ -430,6 +455,9 @@ class RestorerTrainer:
             self.net.train()
             self.history.append([step, info.val_psnr])
             self.log({"step": step, "val": info.figures})
+        if photos and (step % recipe.val_photos_every == 0 or last):
+            self.log({"step": step, "photos": self.validate_photos(photos)})
+            self.net.train()
         due = time.monotonic() - self.last_checkpoint > 60 * recipe.checkpoint_minutes
         if last or due or info.val_psnr is not None:
             self.checkpoint()
@@ -437,10 +465,28 @@ class RestorerTrainer:
         return info
 
 
+def validation_photos(recipe: RestorerRecipe, photos_dir: Path | None) -> list:
+    """The whole-photo validation pairs: ``photos_dir`` (else the recipe's ``val_photos``; none when
+    both are empty), at most ``val_photos_limit`` spread over the combinations."""
+    from engine.tools.evaluate import EvalDataError, load_pairs, spread_subset
+
+    folder = photos_dir or (Path(recipe.val_photos) if recipe.val_photos else None)
+    if folder is None:
+        return []
+    try:
+        return spread_subset(load_pairs(folder), recipe.val_photos_limit)
+    except EvalDataError as exc:
+        raise TrainingDataError(str(exc)) from None
+
+
 def train(recipe: RestorerRecipe, data_dir: Path, val_dir: Path, out_dir: Path, daclip_dir: Path | None = None,
           resume: bool = False, device: str = "auto",
-          progress: Callable[[StepInfo], None] | None = None, init_dir: Path | None = None) -> dict | None:
+          progress: Callable[[StepInfo], None] | None = None, init_dir: Path | None = None,
+          val_photos: Path | None = None) -> dict | None:
     """Train (or resume) a restorer into ``out_dir``; returns the final validation figures on rank 0.
+
+    ``val_photos``: a ``photomend synth`` folder of whole degraded held-out photos, validated every
+    ``recipe.val_photos_every`` steps (:meth:`RestorerTrainer.validate_photos`; default the recipe's).
 
     ``daclip_dir=None`` trains the unconditioned ablation (same network without the conditioning path).
     ``init_dir``: a restorer folder to fine-tune; its network configuration replaces the recipe's
@@ -464,6 +510,7 @@ def train(recipe: RestorerRecipe, data_dir: Path, val_dir: Path, out_dir: Path, 
         condition = DetectorConditions(detector) if detector is not None else None
         batches = training_batches(recipe, data_dir, detector, condition, dist, trainer.step)
         val = validation_sets(recipe, val_dir, detector, condition) if dist.is_main else {}
+        photos = validation_photos(recipe, val_photos) if dist.is_main else []
 
         result = None
         if trainer.start():
@@ -471,7 +518,7 @@ def train(recipe: RestorerRecipe, data_dir: Path, val_dir: Path, out_dir: Path, 
                 loss_value = trainer.train_step(batches)
                 last = trainer.last_step()
                 if dist.is_main:
-                    info = trainer.after_step(loss_value, last, val)
+                    info = trainer.after_step(loss_value, last, val, photos)
                     if info.figures is not None:
                         result = trainer.result(info.figures)
                     if progress is not None:

@@ -304,3 +304,46 @@ def test_pool_specs_carry_the_photo_augmentations():
                             photo_turns=True, photo_highlights=0.2)
     spec, _ = pool_specs(recipe)
     assert (spec.photo_jitter, spec.photo_turns, spec.photo_highlights) == (0.3, True, 0.2)
+
+
+@pytest.fixture(scope="module")
+def val_photos(photos, tmp_path_factory):
+    from engine.tools.synth import SynthSettings, synthesize
+
+    out = tmp_path_factory.mktemp("val_photos")
+    synthesize(photos / "val", out, SynthSettings(preset="all", per_image=4, seed=3))
+    return out
+
+
+def test_whole_photo_validation_logs_the_issue_groups(photos, presence_detector_dir, val_photos, tmp_path):
+    import dataclasses
+    import json
+
+    recipe = dataclasses.replace(RECIPE, steps=3, batch_size=2, val_every=3, val_photos_every=2,
+                                 val_photos_limit=3, **POOL)
+    train(recipe, photos / "train", photos / "val", tmp_path, daclip_dir=presence_detector_dir, device="cpu",
+          val_photos=val_photos)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    photo_logs = [entry for entry in log if "photos" in entry]
+    assert [entry["step"] for entry in photo_logs] == [2, 3]  # every val_photos_every steps and at the end
+    figures = photo_logs[-1]["photos"]
+    assert {"gain", "below", "guarded_gain"} <= set(figures)  # conditioned: the guard's figures beside
+    assert 0 <= figures["below"] <= 3 and all(isinstance(v, (int, float)) for v in figures.values())
+    ablation = tmp_path / "ablation"
+    train(dataclasses.replace(recipe, steps=2, val_photos=str(val_photos)), photos / "train", photos / "val",
+          ablation, daclip_dir=None, device="cpu")  # the recipe's folder when none is given
+    abl = [json.loads(line) for line in (ablation / "log.jsonl").read_text().splitlines() if "photos" in line]
+    assert len(abl) == 1 and "gain" in abl[0]["photos"] and "guarded_gain" not in abl[0]["photos"]
+
+
+def test_whole_photo_validation_folder_errors_name_the_file(photos, tmp_path):
+    import dataclasses
+
+    from engine.training.common import TrainingDataError
+
+    recipe = dataclasses.replace(RECIPE, steps=1, batch_size=2, **POOL)
+    with pytest.raises(TrainingDataError, match="labels.jsonl"):
+        train(recipe, photos / "train", photos / "val", tmp_path, daclip_dir=None, device="cpu",
+              val_photos=tmp_path / "nothing")
+    with pytest.raises(ValueError, match="val_photos_limit"):
+        RestorerRecipe(val_photos_limit=0)
