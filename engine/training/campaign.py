@@ -56,7 +56,9 @@ class CampaignScale:
     ``detector_init``: a detector folder whose control stage the detector continues (``--init``; the
     recipe's base stage is then skipped; ``""`` or a missing folder: from scratch).
     ``init``: the restorer to warm-start from (``""``: none). ``ablation``: also train the
-    unconditioned restorer, for ``ablation_minutes``. ``eval_per_image``, ``eval_max_side``: the
+    unconditioned restorer, for ``ablation_minutes``, warm-started from ``ablation_init`` (an
+    unconditioned restorer; ``""`` or missing: from scratch, where the v2 recipe's identity samples
+    hold a fresh network at the identity: model card, "A1 stopped"). ``eval_per_image``, ``eval_max_side``: the
     held-out sets (pairs per ``val`` photo, photo size).
     """
 
@@ -68,6 +70,7 @@ class CampaignScale:
     init: str = "resources/models/default"
     ablation: bool = True
     ablation_minutes: float = 0.0
+    ablation_init: str = ""
     eval_per_image: int = 4
     eval_max_side: int = 512
 
@@ -155,6 +158,19 @@ def _restorer_progress(name: str, n: int):
     return progress
 
 
+def restorer_runs(plan: CampaignPlan, bundle: Path) -> list[tuple[str, Path | None, RestorerRecipe, Path | None]]:
+    """The restorer runs of a campaign, each ``(name, detector folder or None, recipe, warm start or
+    None)``: the conditioned restorer from ``init``, then (with ``ablation``) the unconditioned one
+    from ``ablation_init`` for ``ablation_minutes``."""
+    scale = plan.scale
+    runs = [("restorer", bundle, plan.restorer, _resolve(scale.init) if scale.init else None)]
+    if scale.ablation:
+        minutes = scale.ablation_minutes or plan.restorer.minutes
+        runs.append(("ablation", None, dataclasses.replace(plan.restorer, minutes=minutes),
+                     _resolve(scale.ablation_init) if scale.ablation_init else None))
+    return runs
+
+
 def _init_for(init: Path | None, conditioned: bool, cond_dim: int) -> Path | None:
     """``init`` when its network can be warm-started from (same conditioning and width), else ``None``."""
     from engine.bundle import RESTORER, ModelBundle
@@ -200,15 +216,10 @@ def run_campaign(plan: CampaignPlan, photos: Path, work: Path, device: str = "au
                  export=bundle, on_step=_every(max(1, det_recipe.log_every)), val=val_dir, init=det_init)
 
     cond_dim = Detector.from_dir(bundle).embed_dim
-    init = _resolve(scale.init) if scale.init else None
-    runs = [("restorer", bundle, plan.restorer)]
-    if scale.ablation:
-        minutes = scale.ablation_minutes or plan.restorer.minutes
-        runs.append(("ablation", None, dataclasses.replace(plan.restorer, minutes=minutes)))
-    for name, daclip_dir, recipe in runs:
+    for name, daclip_dir, recipe, warm in restorer_runs(plan, bundle):
         run = work / name
         resume = (run / "trainer_state.pt").is_file()
-        start = None if resume else _init_for(init if name == "restorer" else None, daclip_dir is not None, cond_dim)
+        start = None if resume else _init_for(warm, daclip_dir is not None, cond_dim)
         say(f"{name}: {scale.restorer_recipe} ({recipe.minutes} min budget, init {start})")
         restorer.train(recipe, train_dir, val_dir, run, daclip_dir=daclip_dir, resume=resume, device=device,
                        progress=_restorer_progress(name, max(1, recipe.log_every)), init_dir=start)

@@ -89,6 +89,19 @@ def test_the_gpu_scale_file_applies_to_both_v2_recipes():
     assert 0 < total <= 10  # training minutes; fills, evaluation and the benchmark come on top
 
 
+def test_the_ablation_warm_starts_from_its_own_restorer(tmp_path):
+    from engine.training.campaign import restorer_runs
+
+    scale = tmp_path / "scale.toml"
+    scale.write_text(f'init = "{tmp_path / "line"}"\nablation_init = "{tmp_path / "blind"}"\nablation_minutes = 2.0\n')
+    runs = restorer_runs(load_plan(scale), tmp_path / "bundle")
+    assert [(name, det, warm) for name, det, _, warm in runs] == [
+        ("restorer", tmp_path / "bundle", tmp_path / "line"), ("ablation", None, tmp_path / "blind")]
+    assert runs[1][2].minutes == 2.0 and runs[0][2].minutes != 2.0
+    scale.write_text("ablation = false\n")
+    assert [name for name, *_ in restorer_runs(load_plan(scale), tmp_path / "bundle")] == ["restorer"]
+
+
 def test_scale_files_are_checked(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[restorer]\nmystery = 1\n")
