@@ -85,6 +85,10 @@ def test_the_gpu_scale_file_applies_to_both_v2_recipes():
     assert res.pool_size > 0 and res.identity_fraction > 0 and res.crop == 256 and res.region_min >= res.crop
     assert res.unet.base_channels == 24  # [unet] from restorer_v2.toml, untouched
     assert ModelBundle(ROOT / plan.scale.detector_init).config_file(DETECTOR).is_file()  # the CPU campaign's detector goes on
+    from engine.inference.restoration import RestorationModel
+
+    assert RestorationModel.from_dir(ROOT / plan.scale.init).conditioned  # and both of its restorers
+    assert not RestorationModel.from_dir(ROOT / plan.scale.ablation_init).conditioned
     total = det.minutes + res.minutes + (plan.scale.ablation_minutes if plan.scale.ablation else 0)
     assert 0 < total <= 10  # training minutes; fills, evaluation and the benchmark come on top
 
