@@ -73,7 +73,8 @@ class PairResult:
             raise ValueError(f"{self.file}: evaluated without the mixing terms")
         s = float(strength)
         mse = max(self.mse_in + 2.0 * s * self.cross + s * s * self.mse_change, 0.0)
-        return psnr_from_mse(mse)
+        # relative to the measured input PSNR, so that strength 0 gives it exactly (the terms are float32 means)
+        return self.psnr_in + (psnr_from_mse(mse) - psnr_from_mse(self.mse_in))
 
     @property
     def best_strength(self) -> float | None:

@@ -318,7 +318,7 @@ def test_mixing_terms_give_the_psnr_of_any_strength(synth_dir):
     for pair, r in zip(pairs, results):
         assert r.psnr_at(1.0) == pytest.approx(r.psnr_out, abs=1e-3)
         assert r.psnr_at(r.guard_strength) == pytest.approx(r.psnr_guarded, abs=1e-3)
-        assert r.psnr_at(0.0) == pytest.approx(r.psnr_in, abs=1e-3)
+        assert r.psnr_at(0.0) == r.psnr_in  # exactly: a perfect guard that keeps the input is never below it
         assert r.psnr_at(r.best_strength) >= max(r.psnr_at(s) for s in np.linspace(0, 1, 21)) - 1e-6
     from engine.io.reader import read_rgb
 
