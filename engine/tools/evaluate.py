@@ -412,25 +412,22 @@ def write_images_csv(path: Path, results: dict[str, list[PairResult]]) -> None:
 
 def read_images_csv(path: Path, model: str = "model") -> list[PairResult]:
     """The rows of ``model`` in a file of :func:`write_images_csv` as :class:`PairResult` (no timing)."""
-
-    def num(v: str) -> float | None:
-        return None if v == "" else float(v)
-
-    out = []
     try:
         with open(path, newline="", encoding="utf-8") as fh:
-            for n, row in enumerate(csv.DictReader(fh), 2):
-                if row["model"] != model:
-                    continue
-                out.append(PairResult(
-                    file=row["file"], combination=row["combination"], steps=int(row["steps"]),
-                    psnr_in=float(row["psnr_in"]), psnr_out=float(row["psnr_out"]), ssim_in=float(row["ssim_in"]),
-                    ssim_out=float(row["ssim_out"]), seconds=0.0, megapixels=0.0,
-                    psnr_guarded=num(row["psnr_guarded"]), guard_estimate=num(row["guard_estimate"]),
-                    guard_strength=num(row["guard_strength"]), mse_in=num(row["mse_in"]), cross=num(row["cross"]),
-                    mse_change=num(row["mse_change"])))
+            rows = list(csv.DictReader(fh))
     except FileNotFoundError:
         raise EvalDataError(f"{path}: not found (write it with `photomend eval --out PREFIX`)") from None
-    except (KeyError, ValueError) as exc:
-        raise EvalDataError(f"{path}:{n}: malformed row ({exc})") from None
+    optional = ("psnr_guarded", "guard_estimate", "guard_strength", "mse_in", "cross", "mse_change")
+    out = []
+    for n, row in enumerate(rows, 2):  # line numbers after the header
+        try:
+            if row["model"] != model:
+                continue
+            out.append(PairResult(
+                file=row["file"], combination=row["combination"], steps=int(row["steps"]),
+                **{k: float(row[k]) for k in ("psnr_in", "psnr_out", "ssim_in", "ssim_out")},
+                seconds=0.0, megapixels=0.0,
+                **{k: None if row[k] == "" else float(row[k]) for k in optional}))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EvalDataError(f"{path}:{n}: malformed row ({exc})") from None
     return out

@@ -315,7 +315,7 @@ def test_mixing_terms_give_the_psnr_of_any_strength(synth_dir):
 
     pairs = load_pairs(synth_dir)
     results = evaluate(_Darkens(), pairs, 1, _Scores(("hazy",), {"hazy": 0.55}), guard=GuardConfig())
-    for pair, r in zip(pairs, results):
+    for r in results:
         assert r.psnr_at(1.0) == pytest.approx(r.psnr_out, abs=1e-3)
         assert r.psnr_at(r.guard_strength) == pytest.approx(r.psnr_guarded, abs=1e-3)
         assert r.psnr_at(0.0) == r.psnr_in  # exactly: a perfect guard that keeps the input is never below it
@@ -335,12 +335,15 @@ def test_images_csv_round_trips(synth_dir, tmp_path):
     write_images_csv(tmp_path / "r_images.csv", {"model": results})
     back = read_images_csv(tmp_path / "r_images.csv")
     assert [r.file for r in back] == [r.file for r in results]
-    for a, b in zip(results, back):
+    for a, b in zip(results, back, strict=True):
         assert b.psnr_at(0.3) == pytest.approx(a.psnr_at(0.3), abs=1e-3)
         assert b.guard_strength == pytest.approx(a.guard_strength)
     assert read_images_csv(tmp_path / "r_images.csv", model="ablation") == []
     with pytest.raises(EvalDataError, match="not found"):
         read_images_csv(tmp_path / "missing.csv")
+    (tmp_path / "bad_images.csv").write_text("model,steps,file\nmodel,one,x.png\n")
+    with pytest.raises(EvalDataError, match="bad_images.csv:2: malformed row"):
+        read_images_csv(tmp_path / "bad_images.csv")
 
 
 def test_report_gives_the_bound_on_any_guard(synth_dir):
