@@ -403,11 +403,12 @@ class RestorerTrainer:
         guard = GuardConfig() if self.detector is not None else None
         results = evaluate(model, pairs, 1, self.detector, guard=guard)
         degraded = [r for r in results if r.combination != "clean"]
+        groups = group_figures(results)
         figures = {"gain": float(sum(r.psnr_out - r.psnr_in for r in degraded) / max(1, len(degraded))),
-                   "below": sum(r.psnr_out < r.psnr_in for r in degraded)}
+                   "below": sum(f.images_below for f in groups if f.group != "clean")}
         if guard is not None:
             figures["guarded_gain"] = float(sum(r.psnr_guarded - r.psnr_in for r in degraded) / max(1, len(degraded)))
-        for f in group_figures(results):
+        for f in groups:
             key = f.group.replace(" ", "_")
             figures[key] = f.psnr_out if f.group == "clean" else f.gain
             if f.guarded_gain is not None:
